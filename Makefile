@@ -1,0 +1,41 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both bootstrap .venv from uv.lock.
+.DEFAULT_GOAL := demo
+SHELL := /bin/bash
+UV ?= $(shell command -v uv 2>/dev/null || echo "$(HOME)/.local/bin/uv")
+VENV := .venv
+STAMP := $(VENV)/.synced
+
+.PHONY: demo test lint bench format services clean
+
+$(UV):
+	@command -v uv >/dev/null 2>&1 || python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv
+
+$(STAMP): pyproject.toml uv.lock | $(UV)
+	@uv=$$(command -v uv || echo "$(UV)"); $$uv sync --locked --all-extras --quiet
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	@$(VENV)/bin/pydantic-deep run "Explain why streaming matters for agent UIs"
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests bench docs
+	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/pyright
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix src tests bench docs
+	$(VENV)/bin/ruff format src tests bench
+
+# Services the suite drives for real: tmux for the terminal check, Redis for the bus, Chromium for the
+# dashboard. Each is installed or started here when missing; the tests skip with a reason only if that fails.
+services:
+	@bash scripts/services.sh
+
+test: $(STAMP) services lint
+	$(VENV)/bin/pytest -q
+
+bench: $(STAMP)
+	$(VENV)/bin/python bench/bench_streaming.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

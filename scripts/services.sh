@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Install or start what the test suite drives for real. Never fatal: a test that needs a missing
+# service skips and says why.
+set -u
+have() { command -v "$1" >/dev/null 2>&1; }
+apt_install() {
+  if have apt-get && [ "$(id -u)" = 0 ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null 2>&1 \
+      || { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null 2>&1; }
+  fi
+}
+have tmux || apt_install tmux || echo "services: tmux unavailable; the terminal check will skip"
+if [ ! -x /usr/bin/chromium ]; then
+  apt_install chromium || echo "services: chromium unavailable; the browser check will skip"
+fi
+if have redis-cli && redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
+  :
+else
+  have redis-server || apt_install redis-server
+  if have redis-server; then
+    mkdir -p /tmp/pydantic-deep-redis
+    redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
+      --dir /tmp/pydantic-deep-redis --logfile /tmp/pydantic-deep-redis/redis.log >/dev/null 2>&1 \
+      || echo "services: could not start redis-server; Redis tests will skip"
+  fi
+fi
+exit 0
