@@ -1,0 +1,177 @@
+"""Model resolution and the offline demo model.
+
+A deep agent's model comes from, in order: the `model` argument (a Pydantic AI `Model` or a
+`"provider:name"` string), the `PYDANTIC_DEEP_MODEL` environment variable, then the built-in offline
+demo model, which needs no network and no key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+from collections.abc import AsyncIterator
+
+from pydantic_ai.exceptions import UserError
+from pydantic_ai.messages import (
+    ModelMessage,
+    ModelRequest,
+    ModelResponse,
+    TextPart,
+    ToolCallPart,
+    ToolReturnPart,
+    UserPromptPart,
+)
+from pydantic_ai.models import Model, infer_model
+from pydantic_ai.models.function import AgentInfo, DeltaToolCall, DeltaToolCalls, FunctionModel
+
+__all__ = (
+    "DEMO_MODEL_NAME",
+    "MODEL_ENV_VAR",
+    "DEMO_DELAY_ENV_VAR",
+    "ModelConfigError",
+    "demo_model",
+    "resolve_model",
+)
+
+MODEL_ENV_VAR = "PYDANTIC_DEEP_MODEL"
+DEMO_DELAY_ENV_VAR = "PYDANTIC_DEEP_DEMO_DELAY"
+DEMO_MODEL_NAME = "pydantic-deep-demo"
+
+DEMO_NOTICE = (
+    "(This is pydantic-deep's offline demo model: it follows a script and calls no provider. "
+    "Pick a real model with `--model openai:gpt-4o`, the PYDANTIC_DEEP_MODEL environment variable, "
+    "or a local OpenAI-compatible server such as Ollama via OPENAI_BASE_URL.)"
+)
+
+
+class ModelConfigError(ValueError):
+    """A model was asked for that cannot be used: an unknown name, or a provider without credentials."""
+
+
+def resolve_model(model: Model | str | None = None) -> Model:
+    """Turn the user's choice into a Pydantic AI model: explicit, then `PYDANTIC_DEEP_MODEL`, then the demo.
+
+    Raises `ModelConfigError` with a one-line reason for an unknown model string or a provider whose
+    credentials are missing, so a CLI can print it instead of a traceback.
+    """
+    if isinstance(model, Model):
+        return model
+    name = model if model is not None else os.environ.get(MODEL_ENV_VAR) or None
+    if name is None or name.strip() in ("demo", DEMO_MODEL_NAME):
+        return demo_model()
+    name = name.strip()
+    if ":" not in name:
+        raise ModelConfigError(
+            f"unknown model {name!r}: use 'provider:name', e.g. 'openai:gpt-4o' or 'anthropic:claude-sonnet-4-5'"
+        )
+    try:
+        return infer_model(name)
+    except UserError as exc:
+        raise ModelConfigError(f"cannot use model {name!r}: {_first_line(exc)}") from exc
+    except ImportError as exc:
+        raise ModelConfigError(
+            f"cannot use model {name!r}: its client is not installed ({_first_line(exc)}); "
+            "install the matching extra, e.g. pip install 'pydantic-deep[anthropic]'"
+        ) from exc
+    except Exception as exc:  # provider constructors raise their SDK's own errors, e.g. a missing API key
+        raise ModelConfigError(f"cannot use model {name!r}: {_first_line(exc)}") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def demo_model(*, delay: float | None = None) -> FunctionModel:
+    """The offline demo model: plans, writes and reads a file through the tools, then streams an answer.
+
+    `delay` is the pause between streamed tokens in seconds; by default it is read from
+    `PYDANTIC_DEEP_DEMO_DELAY` (0.02 when unset). Tests use 0.
+    """
+    if delay is None:
+        raw = os.environ.get(DEMO_DELAY_ENV_VAR, "0.02")
+        try:
+            delay = max(0.0, float(raw))
+        except ValueError:
+            raise ModelConfigError(f"{DEMO_DELAY_ENV_VAR}={raw!r} is not a number of seconds") from None
+    script = _DemoScript(delay)
+    return FunctionModel(script.respond, stream_function=script.stream, model_name=DEMO_MODEL_NAME)
+
+
+class _DemoScript:
+    """The demo's four steps, chosen from what the conversation already holds, so any prompt works."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+
+    def _plan(self, messages: list[ModelMessage], info: AgentInfo) -> list[ToolCallPart] | str:
+        prompt = _last_prompt(messages)
+        done = _tools_done_since_prompt(messages)
+        tools = {tool.name for tool in info.function_tools}
+        path = f"notes/{_slug(prompt)}.md"
+        if "write_plan" in tools and "write_plan" not in done:
+            items = [
+                {"content": "Write notes about the request", "active_form": "Writing notes", "status": "in_progress"},
+                {"content": "Read the notes back", "active_form": "Reading the notes"},
+                {"content": "Answer", "active_form": "Answering"},
+            ]
+            return [ToolCallPart("write_plan", {"items": items}, tool_call_id="demo-plan")]
+        if "write_file" in tools and "write_file" not in done:
+            content = f"# Notes\n\nRequest: {prompt}\n\n- Break the work into steps.\n- Keep the user informed.\n"
+            return [ToolCallPart("write_file", {"path": path, "content": content}, tool_call_id="demo-write")]
+        if "read_file" in tools and "read_file" not in done:
+            return [ToolCallPart("read_file", {"path": path}, tool_call_id="demo-read")]
+        return _answer(prompt, wrote_file="write_file" in done)
+
+    async def respond(self, messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        plan = self._plan(messages, info)
+        if isinstance(plan, str):
+            return ModelResponse(parts=[TextPart(plan)])
+        return ModelResponse(parts=list(plan))
+
+    async def stream(self, messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str | DeltaToolCalls]:
+        plan = self._plan(messages, info)
+        if isinstance(plan, str):
+            for token in re.findall(r"\S+\s*|\s+", plan):
+                if self.delay:
+                    await asyncio.sleep(self.delay)
+                yield token
+            return
+        for index, call in enumerate(plan):
+            yield {index: DeltaToolCall(name=call.tool_name, json_args=json.dumps(call.args), tool_call_id=call.tool_call_id)}
+
+
+def _last_prompt(messages: list[ModelMessage]) -> str:
+    for message in reversed(messages):
+        if isinstance(message, ModelRequest):
+            for part in message.parts:
+                if isinstance(part, UserPromptPart):
+                    return part.content if isinstance(part.content, str) else "your request"
+    return "your request"
+
+
+def _tools_done_since_prompt(messages: list[ModelMessage]) -> set[str]:
+    done: set[str] = set()
+    for message in reversed(messages):
+        if isinstance(message, ModelRequest):
+            if any(isinstance(part, UserPromptPart) for part in message.parts):
+                break
+            done.update(part.tool_name for part in message.parts if isinstance(part, ToolReturnPart))
+    return done
+
+
+def _slug(prompt: str) -> str:
+    words = re.findall(r"[a-z0-9]+", prompt.lower())[:5]
+    return "-".join(words) or "request"
+
+
+def _answer(prompt: str, *, wrote_file: bool) -> str:
+    steps = "I planned the work, wrote my notes to a file and read them back. " if wrote_file else ""
+    return (
+        f"{DEMO_NOTICE}\n\n"
+        f"You asked: {prompt.strip()}\n\n"
+        f"{steps}A real model would answer here, token by token, exactly as this text arrives: "
+        "each piece is an event you can render in a terminal, send over SSE or log to a file."
+    )

@@ -1,0 +1,172 @@
+"""What reaches a stream from inside a run: tool timing, tool progress and sub-agent events.
+
+A `StreamTap` capability (added to every streamed run, and shared with delegated runs) times each tool
+call and remembers which call is running, so a sub-agent started inside it can relay its events to the
+delegating run's stream. Everything travels through Pydantic AI's own event stream as `CustomEvent`s,
+so order is the engine's order and nothing leaves the run's task tree.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterable
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic_ai import CustomEvent, RunContext
+from pydantic_ai.capabilities import AbstractCapability
+from pydantic_ai.capabilities.abstract import WrapToolExecuteHandler
+from pydantic_ai.messages import AgentStreamEvent, ToolCallPart
+from pydantic_ai.tools import ToolDefinition
+
+__all__ = ("StreamTap", "SubRun", "ToolProgressEvent", "relay_subagent_events", "report_progress")
+
+
+@dataclass(kw_only=True)
+class ToolProgressEvent(CustomEvent, name="pydantic_deep.tool_progress"):
+    """Progress a running tool reported; becomes a `tool_progress` stream event."""
+
+    message: str | None = None
+    fraction: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SubRun:
+    """Where a delegated run sits in the tree of the stream it is relayed into."""
+
+    run_id: str
+    agent_name: str | None
+    depth: int
+    parent_run_id: str
+    parent_tool_call_id: str | None
+
+
+@dataclass(kw_only=True)
+class SubagentStreamEvent(CustomEvent, name="pydantic_deep.subagent_event"):
+    """A delegated run's event, carried through the delegating run's event stream."""
+
+    event: Any = None
+    """The sub-agent's own `AgentStreamEvent`."""
+    sub: SubRun | None = None
+    delivered: asyncio.Future[None] | None = field(default=None, repr=False, compare=False)
+    """Resolved once the consumer has the event, so a sub-agent never runs ahead of its reader."""
+
+
+@dataclass(slots=True)
+class StreamState:
+    """Per-stream facts shared with the code running inside the run (tools, sub-agents)."""
+
+    root_run_id: str | None = None
+    tool_times: dict[tuple[str | None, str], tuple[float, float | None]] = field(
+        default_factory=dict[tuple[str | None, str], tuple[float, float | None]]
+    )
+    depths: dict[str, int] = field(default_factory=dict[str, int])
+
+    def duration(self, run_id: str | None, tool_call_id: str | None) -> float | None:
+        if tool_call_id is None:
+            return None
+        times = self.tool_times.pop((run_id, tool_call_id), None)
+        if times is None:
+            return None
+        start, end = times
+        return (end if end is not None else time.perf_counter()) - start
+
+
+CURRENT_STREAM: ContextVar[StreamState | None] = ContextVar("pydantic_deep_stream", default=None)
+_RUNNING_TOOL: ContextVar[tuple[RunContext[Any], str | None] | None] = ContextVar(
+    "pydantic_deep_running_tool", default=None
+)
+
+
+@dataclass
+class StreamTap(AbstractCapability[Any]):
+    """Times tool calls and marks the running call for sub-agent relaying; a no-op outside a stream."""
+
+    id: str | None = "pydantic_deep_stream_tap"
+
+    async def wrap_tool_execute(
+        self,
+        ctx: RunContext[Any],
+        *,
+        call: ToolCallPart,
+        tool_def: ToolDefinition,
+        args: Any,
+        handler: WrapToolExecuteHandler,
+    ) -> Any:
+        state = CURRENT_STREAM.get()
+        if state is None:
+            return await handler(args)
+        key = (ctx.run_id, call.tool_call_id)
+        start = time.perf_counter()
+        state.tool_times[key] = (start, None)
+        token = _RUNNING_TOOL.set((ctx, call.tool_call_id))
+        try:
+            return await handler(args)
+        finally:
+            _RUNNING_TOOL.reset(token)
+            if key in state.tool_times:
+                state.tool_times[key] = (start, time.perf_counter())
+
+
+async def report_progress(ctx: RunContext[Any], *, message: str | None = None, fraction: float | None = None) -> None:
+    """Report progress from inside an async tool; it streams live as a `tool_progress` event.
+
+    ```python
+    from pydantic_ai import RunContext
+    from pydantic_deep.streaming import report_progress
+
+
+    async def fetch_pages(ctx: RunContext[object], urls: list[str]) -> int:
+        for done, _url in enumerate(urls, start=1):
+            await report_progress(ctx, message=f"fetched {done}/{len(urls)}", fraction=done / len(urls))
+        return len(urls)
+    ```
+
+    `fraction` is between 0 and 1 when given. The report goes to the event stream only, never into
+    the model's context. Outside a run's tool call it raises Pydantic AI's `UserError`.
+    """
+    if fraction is not None and not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"fraction must be between 0 and 1, got {fraction!r}")
+    await ctx.emit(ToolProgressEvent(message=message, fraction=fraction))
+
+
+async def relay_subagent_events(ctx: RunContext[Any], events: AsyncIterable[AgentStreamEvent]) -> None:
+    """Relay a delegated run's events into the stream of the run that delegated it.
+
+    `create_deep_agent` passes this as the harness `SubAgents(event_stream_handler=...)`; pass it yourself
+    (with `shared_capabilities=[StreamTap()]`) when you build `SubAgents` by hand. Outside a
+    `pydantic_deep.streaming` run it just drains the events.
+    """
+    state = CURRENT_STREAM.get()
+    running = _RUNNING_TOOL.get()
+    if state is None or running is None:
+        async for _ in events:
+            pass
+        return
+    parent_ctx, tool_call_id = running
+    parent_run_id = parent_ctx.run_id or ""
+    depth = state.depths.get(parent_run_id, 0) + 1
+    run_id = ctx.run_id or ""
+    state.depths[run_id] = depth
+    sub = SubRun(
+        run_id=run_id,
+        agent_name=ctx.agent.name if ctx.agent is not None else None,
+        depth=depth,
+        parent_run_id=parent_run_id,
+        parent_tool_call_id=tool_call_id,
+    )
+    loop = asyncio.get_running_loop()
+    async for event in events:
+        if isinstance(event, SubagentStreamEvent):
+            # A grandchild's event, already placed in the tree: pass it up unchanged.
+            await parent_ctx.emit(event)
+            continue
+        if isinstance(event, ToolProgressEvent):
+            wrapped = SubagentStreamEvent(event=event, sub=sub, delivered=loop.create_future(), tool_call_id=event.tool_call_id)
+        else:
+            wrapped = SubagentStreamEvent(event=event, sub=sub, delivered=loop.create_future(), tool_call_id=tool_call_id)
+        await parent_ctx.emit(wrapped)
+        assert wrapped.delivered is not None
+        await wrapped.delivered

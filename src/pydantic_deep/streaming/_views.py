@@ -1,0 +1,232 @@
+"""The public streaming functions: thin views over the one core in `_core`."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import aclosing
+from typing import Any
+
+from pydantic_ai import CancellationToken
+from pydantic_ai.agent import AbstractAgent
+from pydantic_ai.messages import ModelMessage
+from pydantic_ai.models import Model
+from pydantic_ai import AgentRunResult
+from pydantic_ai.usage import UsageLimits
+
+from ._core import RunOutcome, StreamOptions, stream_run
+from .types import StreamEvent, StreamEventType
+
+__all__ = (
+    "ToolCallUpdate",
+    "collect_stream_result",
+    "merge_streams",
+    "run_stream",
+    "run_stream_with_tools",
+    "stream_text",
+    "stream_tool_calls",
+)
+
+EventCallback = Callable[[StreamEvent], Awaitable[None] | None]
+
+
+def run_stream(
+    agent: AbstractAgent[Any, Any],
+    prompt: str | None,
+    deps: Any = None,
+    message_history: Sequence[ModelMessage] | None = None,
+    *,
+    cancellation_token: CancellationToken | None = None,
+    usage_limits: UsageLimits | None = None,
+    model: Model | str | None = None,
+    run_id: str | None = None,
+) -> AsyncIterator[StreamEvent]:
+    """Run `agent` and yield every `StreamEvent` as it happens: text, tools, progress, errors, sub-agents.
+
+    `deps` are the run's dependencies (a `DeepAgentDeps` for a deep agent); `message_history` continues
+    a conversation (e.g. `result.all_messages()` of an earlier run). The first event is `agent_start`
+    and the last `agent_end`; when the run fails, `error` and `agent_end` come first and then the
+    exception is raised. Breaking out of the loop or cancelling the consumer stops the run at once.
+    A `cancellation_token` cancelled by the caller ends the stream with `agent_end` whose status is
+    `cancelled`, carrying the usage so far.
+    """
+    options = StreamOptions(
+        message_history=message_history,
+        cancellation_token=cancellation_token,
+        usage_limits=usage_limits,
+        model=model,
+        run_id=run_id,
+    )
+    return stream_run(agent, prompt, deps, options)
+
+
+def run_stream_with_tools(
+    agent: AbstractAgent[Any, Any],
+    prompt: str | None,
+    deps: Any = None,
+    message_history: Sequence[ModelMessage] | None = None,
+    *,
+    emit_progress: bool = True,
+    cancellation_token: CancellationToken | None = None,
+    usage_limits: UsageLimits | None = None,
+    model: Model | str | None = None,
+    run_id: str | None = None,
+) -> AsyncIterator[StreamEvent]:
+    """Like `run_stream`, plus `tool_args_delta` events with each argument fragment as the model streams it.
+
+    `emit_progress=False` leaves out the `progress` events.
+    """
+    options = StreamOptions(
+        message_history=message_history,
+        emit_progress=emit_progress,
+        tool_args_deltas=True,
+        cancellation_token=cancellation_token,
+        usage_limits=usage_limits,
+        model=model,
+        run_id=run_id,
+    )
+    return stream_run(agent, prompt, deps, options)
+
+
+async def stream_text(
+    agent: AbstractAgent[Any, Any],
+    prompt: str | None,
+    deps: Any = None,
+    message_history: Sequence[ModelMessage] | None = None,
+    *,
+    include_subagents: bool = False,
+) -> AsyncIterator[str]:
+    """Yield only the answer's text, chunk by chunk; sub-agents' text too with `include_subagents=True`."""
+    async with aclosing(stream_run(agent, prompt, deps, StreamOptions(message_history=message_history))) as events:
+        async for event in events:
+            if event.event_type is StreamEventType.LLM_CHUNK and (include_subagents or event.depth == 0):
+                yield event.data["text"]
+
+
+class ToolCallUpdate(tuple[str, dict[str, Any], Any]):
+    """`(tool_name, args, result)` from `stream_tool_calls`, with `tool_call_id`, `finished` and `error`.
+
+    It unpacks as a 3-tuple; `result` is `None` while the call runs. A failed call ends with
+    `finished=True`, `result=None` and the message in `error`.
+    """
+
+    tool_call_id: str | None
+    finished: bool
+    error: str | None
+
+    def __new__(
+        cls,
+        tool_name: str,
+        args: dict[str, Any],
+        result: Any,
+        *,
+        tool_call_id: str | None = None,
+        finished: bool = False,
+        error: str | None = None,
+    ) -> ToolCallUpdate:
+        update = super().__new__(cls, (tool_name, args, result))
+        update.tool_call_id = tool_call_id
+        update.finished = finished
+        update.error = error
+        return update
+
+
+async def stream_tool_calls(
+    agent: AbstractAgent[Any, Any],
+    prompt: str | None,
+    deps: Any = None,
+    message_history: Sequence[ModelMessage] | None = None,
+) -> AsyncIterator[ToolCallUpdate]:
+    """Yield `(tool_name, args, result)` for each tool call: once as it starts (`result` is `None`), once as it ends."""
+    args_by_call: dict[str | None, dict[str, Any]] = {}
+    async with aclosing(stream_run(agent, prompt, deps, StreamOptions(message_history=message_history))) as events:
+        async for event in events:
+            data = event.data
+            if event.event_type is StreamEventType.TOOL_START:
+                args_by_call[data["tool_call_id"]] = data["args"]
+                yield ToolCallUpdate(data["tool_name"], data["args"], None, tool_call_id=data["tool_call_id"])
+            elif event.event_type is StreamEventType.TOOL_END:
+                args = args_by_call.pop(data["tool_call_id"], {})
+                yield ToolCallUpdate(
+                    data["tool_name"],
+                    args,
+                    data["result"],
+                    tool_call_id=data["tool_call_id"],
+                    finished=True,
+                    error=data["error"],
+                )
+
+
+async def collect_stream_result(
+    agent: AbstractAgent[Any, Any],
+    prompt: str | None,
+    deps: Any = None,
+    message_history: Sequence[ModelMessage] | None = None,
+    *,
+    on_event: EventCallback | None = None,
+    cancellation_token: CancellationToken | None = None,
+) -> tuple[AgentRunResult[Any] | None, list[StreamEvent]]:
+    """Run to the end and return `(result, events)`, calling `on_event` (sync or async) for each event live.
+
+    `result` is Pydantic AI's `AgentRunResult` (`.output`, `.all_messages()`, `.usage`), or `None` when a
+    `cancellation_token` cancelled the run. A failing run raises after `on_event` has seen its
+    `error` and `agent_end` events. The only streaming function that keeps events in memory.
+    """
+    is_async = on_event is not None and (
+        inspect.iscoroutinefunction(on_event) or inspect.iscoroutinefunction(getattr(on_event, "__call__", None))
+    )
+    outcome = RunOutcome()
+    events: list[StreamEvent] = []
+    options = StreamOptions(message_history=message_history, cancellation_token=cancellation_token)
+    async with aclosing(stream_run(agent, prompt, deps, options, outcome)) as stream:
+        async for event in stream:
+            events.append(event)
+            if on_event is not None:
+                returned = on_event(event)
+                if is_async or inspect.isawaitable(returned):
+                    await returned  # type: ignore[misc]
+    return outcome.result, events
+
+
+async def merge_streams(*streams: AsyncIterator[StreamEvent], raise_errors: bool = True) -> AsyncIterator[StreamEvent]:
+    """Interleave several streams' events in the order they arrive, each stream's own order kept.
+
+    Each stream is pulled by its own task into a one-slot queue, so a fast run waits for the reader
+    instead of piling up events. Leaving the loop closes every stream. A stream that raises ends the
+    merge with that exception (after the others are closed) unless `raise_errors=False`, in which case
+    its `error` and `agent_end` events are all you see of it.
+    """
+    queue: asyncio.Queue[tuple[int, StreamEvent | BaseException | None]] = asyncio.Queue(maxsize=1)
+
+    async def pump(index: int, stream: AsyncIterator[StreamEvent]) -> None:
+        try:
+            async for event in stream:
+                await queue.put((index, event))
+        except Exception as exc:
+            await queue.put((index, exc))
+        finally:
+            closer = getattr(stream, "aclose", None)
+            if closer is not None:
+                await closer()
+        await queue.put((index, None))
+
+    tasks = [asyncio.create_task(pump(index, stream)) for index, stream in enumerate(streams)]
+    try:
+        remaining = len(tasks)
+        while remaining:
+            _, item = await queue.get()
+            if item is None:
+                remaining -= 1
+            elif isinstance(item, BaseException):
+                if raise_errors:
+                    raise item
+            else:
+                yield item
+    finally:
+        for task in tasks:
+            task.cancel()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
+                raise result
