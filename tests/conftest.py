@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from typing import Any
 
 import pytest
 from pydantic_ai import models
@@ -11,10 +12,13 @@ from pydantic_ai import models
 models.ALLOW_MODEL_REQUESTS = False
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if isinstance(item, pytest.Function) and inspect.iscoroutinefunction(item.function):
-            item.add_marker(pytest.mark.anyio)
+@pytest.hookimpl(tryfirst=True)
+def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: Any) -> None:
+    # Marked while collected (not after), so parametrized coroutine tests get the backend fixture too.
+    if isinstance(collector, pytest.Module | pytest.Class) and collector.istestfunction(obj, name):
+        if inspect.iscoroutinefunction(obj):
+            pytest.mark.anyio(obj)
+            pytest.mark.usefixtures("anyio_backend")(obj)
 
 
 @pytest.fixture

@@ -10,9 +10,10 @@ import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
-from typing import Any, Literal, TypedDict, cast
+from typing import Any, Literal, cast
 
 from pydantic import TypeAdapter
+from typing_extensions import TypedDict
 
 __all__ = (
     "AgentEndData",

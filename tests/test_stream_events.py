@@ -1,0 +1,132 @@
+"""The event model: factories, JSON round trip and the published JSON Schema."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pydantic_deep.streaming import (
+    StreamEvent,
+    StreamEventType,
+    agent_end_event,
+    agent_start_event,
+    error_event,
+    llm_chunk_event,
+    progress_event,
+    stream_event_json_schema,
+    tool_end_event,
+    tool_start_event,
+)
+
+SCHEMA_PATH = Path(__file__).parent.parent / "docs" / "stream-event.schema.json"
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=12,
+)
+
+events = st.builds(
+    StreamEvent,
+    event_type=st.sampled_from(StreamEventType),
+    data=st.dictionaries(st.text(max_size=12), json_values, max_size=6),
+    timestamp=st.datetimes(
+        min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.sampled_from([UTC, timezone(timedelta(hours=-5))])
+    ),
+    seq=st.integers(0, 2**40),
+    run_id=st.text(max_size=40),
+    agent_name=st.none() | st.text(max_size=20),
+    parent_run_id=st.none() | st.text(max_size=40),
+    parent_tool_call_id=st.none() | st.text(max_size=40),
+    depth=st.integers(0, 5),
+)
+
+
+@given(events)
+def test_every_event_survives_a_json_round_trip(event: StreamEvent) -> None:
+    line = event.to_json()
+    assert "\n" not in line  # one event, one line: safe for JSONL and SSE `data:`
+    assert StreamEvent.from_json(line) == event
+
+
+def test_factories_fill_every_payload_key() -> None:
+    assert llm_chunk_event(text="Hello").data == {"text": "Hello"}
+    assert tool_start_event(tool_name="read_file", args={"path": "/tmp/test.txt"}).data == {
+        "tool_name": "read_file",
+        "args": {"path": "/tmp/test.txt"},
+        "tool_call_id": None,
+    }
+    assert tool_end_event(tool_name="read_file", result="contents", duration_seconds=0.5).data == {
+        "tool_name": "read_file",
+        "tool_call_id": None,
+        "result": "contents",
+        "duration_seconds": 0.5,
+        "error": None,
+    }
+    assert progress_event(iteration=2, total_tokens=150).data == {
+        "iteration": 2,
+        "total_tokens": 150,
+        "input_tokens": None,
+        "output_tokens": None,
+        "total_cost_usd": None,
+        "requests": None,
+        "tool_calls": None,
+    }
+    assert error_event(error="Something went wrong", exception_type="ValueError").data == {
+        "error": "Something went wrong",
+        "exception_type": "ValueError",
+    }
+    assert agent_start_event(agent_name="a", prompt="p", model="m").data == {"agent_name": "a", "prompt": "p", "model": "m"}
+    assert agent_end_event(agent_name="a", success=False).data["status"] == "failed"
+
+
+def test_event_types_compare_and_serialise_as_plain_strings() -> None:
+    event = llm_chunk_event(text="x")
+    assert event.event_type == "llm_chunk"
+    assert json.dumps({"t": event.event_type}) == '{"t": "llm_chunk"}'
+    assert str(StreamEventType.AGENT_END) == "agent_end"
+
+
+def test_non_json_tool_results_are_serialised_without_failing() -> None:
+    class Opaque:
+        def __repr__(self) -> str:
+            return "<opaque>"
+
+    event = tool_end_event(tool_name="t", result={"when": datetime(2026, 1, 1, tzinfo=UTC), "obj": Opaque()})
+    assert json.loads(event.to_json())["data"]["result"] == {"when": "2026-01-01T00:00:00Z", "obj": "<opaque>"}
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('{"hello": 1}', "missing or bad field"),
+        ("[1, 2]", "expected a JSON object"),
+        ('{"event_type": "nope", "data": {}, "timestamp": "2026-01-01T00:00:00+00:00"}', "'nope' is not a valid"),
+        ('{"event_type": "llm_chunk", "data": {}, "timestamp": "2026-01-01T00:00:00"}', "timezone-aware"),
+    ],
+)
+def test_from_json_rejects_what_is_not_an_event(line: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        StreamEvent.from_json(line)
+
+
+def test_published_json_schema_is_current() -> None:
+    """docs/stream-event.schema.json is generated from the code; regenerate with UPDATE_SCHEMA=1."""
+    import os
+
+    current = json.dumps(stream_event_json_schema(), indent=2, sort_keys=True) + "\n"
+    if os.environ.get("UPDATE_SCHEMA") == "1":
+        SCHEMA_PATH.write_text(current)
+    assert SCHEMA_PATH.read_text() == current, "docs/stream-event.schema.json is stale: run UPDATE_SCHEMA=1 pytest"
+
+
+def test_real_events_validate_against_the_schema() -> None:
+    import jsonschema
+    schema = stream_event_json_schema()
+    for event in [llm_chunk_event(text="x"), progress_event(iteration=1), agent_end_event(agent_name="a")]:
+        jsonschema.validate(json.loads(event.to_json()), schema)
