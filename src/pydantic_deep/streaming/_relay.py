@@ -2,7 +2,7 @@
 
 A `StreamTap` capability (added to every streamed run, and shared with delegated runs) times each tool
 call and remembers which call is running, so a sub-agent started inside it can relay its events to the
-delegating run's stream. Everything travels through Pydantic AI's own event stream as `CustomEvent`s,
+delegating run's stream. Everything travels through Pydantic AI's own event stream (as capability and custom events),
 so order is the engine's order and nothing leaves the run's task tree.
 """
 
@@ -15,7 +15,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic_ai import CustomEvent, RunContext
+from pydantic_ai import CapabilityEvent, CustomEvent, RunContext
 from pydantic_ai.capabilities import AbstractCapability
 from pydantic_ai.capabilities.abstract import WrapToolExecuteHandler
 from pydantic_ai.messages import AgentStreamEvent, ToolCallPart
@@ -44,8 +44,8 @@ class SubRun:
 
 
 @dataclass(kw_only=True)
-class SubagentStreamEvent(CustomEvent, name="pydantic_deep.subagent_event"):
-    """A delegated run's event, carried through the delegating run's event stream."""
+class SubagentStreamEvent(CapabilityEvent, namespace="pydantic_deep", name="subagent_event"):
+    """A delegated run's event, carried through the delegating run's event stream by `StreamTap`."""
 
     event: Any = None
     """The sub-agent's own `AgentStreamEvent`."""
