@@ -15,10 +15,10 @@ models.ALLOW_MODEL_REQUESTS = False
 @pytest.hookimpl(tryfirst=True)
 def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: Any) -> None:
     # Marked while collected (not after), so parametrized coroutine tests get the backend fixture too.
-    if isinstance(collector, pytest.Module | pytest.Class) and collector.istestfunction(obj, name):
-        if inspect.iscoroutinefunction(obj):
-            pytest.mark.anyio(obj)
-            pytest.mark.usefixtures("anyio_backend")(obj)
+    testable = isinstance(collector, pytest.Module | pytest.Class) and collector.istestfunction(obj, name)
+    if testable and inspect.iscoroutinefunction(obj):
+        pytest.mark.anyio(obj)
+        pytest.mark.usefixtures("anyio_backend")(obj)
 
 
 @pytest.fixture

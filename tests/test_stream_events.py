@@ -26,7 +26,11 @@ from pydantic_deep.streaming import (
 SCHEMA_PATH = Path(__file__).parent.parent / "docs" / "stream-event.schema.json"
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**53), 2**53)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
     max_leaves=12,
 )
@@ -36,7 +40,9 @@ events = st.builds(
     event_type=st.sampled_from(StreamEventType),
     data=st.dictionaries(st.text(max_size=12), json_values, max_size=6),
     timestamp=st.datetimes(
-        min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.sampled_from([UTC, timezone(timedelta(hours=-5))])
+        min_value=datetime(2000, 1, 1),
+        max_value=datetime(2100, 1, 1),
+        timezones=st.sampled_from([UTC, timezone(timedelta(hours=-5))]),
     ),
     seq=st.integers(0, 2**40),
     run_id=st.text(max_size=40),
@@ -81,7 +87,11 @@ def test_factories_fill_every_payload_key() -> None:
         "error": "Something went wrong",
         "exception_type": "ValueError",
     }
-    assert agent_start_event(agent_name="a", prompt="p", model="m").data == {"agent_name": "a", "prompt": "p", "model": "m"}
+    assert agent_start_event(agent_name="a", prompt="p", model="m").data == {
+        "agent_name": "a",
+        "prompt": "p",
+        "model": "m",
+    }
     assert agent_end_event(agent_name="a", success=False).data["status"] == "failed"
 
 
@@ -127,6 +137,7 @@ def test_published_json_schema_is_current() -> None:
 
 def test_real_events_validate_against_the_schema() -> None:
     import jsonschema
+
     schema = stream_event_json_schema()
     for event in [llm_chunk_event(text="x"), progress_event(iteration=1), agent_end_event(agent_name="a")]:
         jsonschema.validate(json.loads(event.to_json()), schema)

@@ -289,7 +289,13 @@ async def test_a_tool_asking_for_a_retry_ends_with_an_error_and_the_run_goes_on(
     events = [e async for e in run_stream(agent, "go")]
     ends = [e.data for e in events if e.event_type is StreamEventType.TOOL_END]
     assert ends == [
-        {"tool_name": "flaky", "tool_call_id": "c0", "result": None, "duration_seconds": IsFloat(), "error": IsStr(regex=".*try again.*")},
+        {
+            "tool_name": "flaky",
+            "tool_call_id": "c0",
+            "result": None,
+            "duration_seconds": IsFloat(),
+            "error": IsStr(regex=".*try again.*"),
+        },
         {"tool_name": "flaky", "tool_call_id": "c1", "result": "fine", "duration_seconds": IsFloat(), "error": None},
     ]
     assert events[-1].data["status"] == "succeeded"
@@ -557,7 +563,9 @@ async def test_collect_stream_result_returns_the_real_result_and_calls_back_live
 
 async def test_message_history_continues_a_conversation() -> None:
     async def model(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str]:
-        prompts = [p.content for m in messages if isinstance(m, ModelRequest) for p in m.parts if isinstance(p, UserPromptPart)]
+        prompts = [
+            p.content for m in messages if isinstance(m, ModelRequest) for p in m.parts if isinstance(p, UserPromptPart)
+        ]
         yield " | ".join(str(p) for p in prompts)
 
     agent = Agent(FunctionModel(stream_function=model))
@@ -595,7 +603,9 @@ async def test_merge_streams_raises_a_failed_runs_exception_after_closing_the_ot
         yield "x"
         raise ValueError("boom")
 
-    merged = merge_streams(run_stream(gate.agent(), "a"), run_stream(Agent(FunctionModel(stream_function=failing)), "b"))
+    merged = merge_streams(
+        run_stream(gate.agent(), "a"), run_stream(Agent(FunctionModel(stream_function=failing)), "b")
+    )
     with pytest.raises(ValueError, match="boom"):
         async for _ in merged:
             pass

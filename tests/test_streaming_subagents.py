@@ -31,8 +31,12 @@ def build(child_saw: asyncio.Event | None = None):  # type: ignore[no-untyped-de
         return f"noted: {text}"
 
     child = create_deep_agent(
-        FunctionModel(stream_function=child_model), name="researcher", description="Researches", tools=[note],
-        file_tools=False, planning=False,
+        FunctionModel(stream_function=child_model),
+        name="researcher",
+        description="Researches",
+        tools=[note],
+        file_tools=False,
+        planning=False,
     )
 
     async def parent_model(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str | DeltaToolCalls]:
@@ -42,7 +46,9 @@ def build(child_saw: asyncio.Event | None = None):  # type: ignore[no-untyped-de
             return
         yield "parent done"
 
-    return create_deep_agent(FunctionModel(stream_function=parent_model), name="lead", subagents=[child], file_tools=False, planning=False)
+    return create_deep_agent(
+        FunctionModel(stream_function=parent_model), name="lead", subagents=[child], file_tools=False, planning=False
+    )
 
 
 def row(e: StreamEvent) -> tuple[str, str | None, int, str | None]:
@@ -95,3 +101,44 @@ async def test_stream_text_keeps_to_the_top_level_unless_asked() -> None:
         "answer",
         "parent done",
     ]
+
+
+async def test_calls_a_failed_sub_agent_left_open_still_end_before_its_subagent_end() -> None:
+    """A child that exhausts its retries stops mid-call; each of its calls still gets exactly one tool_end."""
+
+    async def child_model(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[DeltaToolCalls]:
+        yield {0: DeltaToolCall(name="always_retry", json_args="{}")}
+
+    async def always_retry() -> str:
+        from pydantic_ai import ModelRetry
+
+        raise ModelRetry("not yet")
+
+    child = create_deep_agent(
+        FunctionModel(stream_function=child_model),
+        name="stubborn",
+        tools=[always_retry],
+        file_tools=False,
+        planning=False,
+    )
+
+    async def parent_model(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str | DeltaToolCalls]:
+        if not returns(messages):
+            yield {
+                0: DeltaToolCall(
+                    name="delegate_task", json_args='{"agent_name": "stubborn", "task": "t"}', tool_call_id="d"
+                )
+            }
+            return
+        yield "gave up"
+
+    lead = create_deep_agent(
+        FunctionModel(stream_function=parent_model), subagents=[child], file_tools=False, planning=False
+    )
+    events = [e async for e in run_stream(lead, "go", DeepAgentDeps())]
+    starts = [(e.run_id, e.data["tool_call_id"]) for e in events if e.event_type is StreamEventType.TOOL_START]
+    ends = [(e.run_id, e.data["tool_call_id"]) for e in events if e.event_type is StreamEventType.TOOL_END]
+    assert sorted(starts) == sorted(ends) and len(set(starts)) == len(starts) == 4
+    sub_end = next(e.seq for e in events if e.event_type is StreamEventType.SUBAGENT_END)
+    assert all(e.seq < sub_end for e in events if e.depth == 1)
+    assert events[-1].data["status"] == "succeeded"

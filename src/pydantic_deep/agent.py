@@ -16,6 +16,7 @@ from pydantic_ai_harness import FileSystem, Planning, SubAgent, SubAgents
 from .deps import DeepAgentDeps
 from .models import resolve_model
 from .streaming._relay import StreamTap, relay_subagent_events
+from .tracing import Tracing
 
 __all__ = ("DEFAULT_INSTRUCTIONS", "create_deep_agent")
 
@@ -76,7 +77,7 @@ def create_deep_agent(
     switch each off. `tools` takes plain functions (with or without a `RunContext` first argument)
     and `pydantic_ai.Tool`s. `instructions` replaces the default instructions, which describe the tools.
     """
-    if not isinstance(name, str) or not name.strip():
+    if not name.strip():
         raise ValueError(f"name must be a non-empty string, got {name!r}")
     caps: list[AbstractCapability[DeepAgentDeps]] = []
     if file_tools:
@@ -90,6 +91,7 @@ def create_deep_agent(
                 agents=entries, event_stream_handler=relay_subagent_events, shared_capabilities=[StreamTap()]
             )
         )
+    caps.append(Tracing())  # records spans when the run's deps carry a trace_context; a pass-through otherwise
     caps.extend(capabilities)
     return Agent(
         resolve_model(model),

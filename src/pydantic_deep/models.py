@@ -27,9 +27,9 @@ from pydantic_ai.models import Model, infer_model
 from pydantic_ai.models.function import AgentInfo, DeltaToolCall, DeltaToolCalls, FunctionModel
 
 __all__ = (
+    "DEMO_DELAY_ENV_VAR",
     "DEMO_MODEL_NAME",
     "MODEL_ENV_VAR",
-    "DEMO_DELAY_ENV_VAR",
     "ModelConfigError",
     "demo_model",
     "resolve_model",
@@ -140,12 +140,26 @@ class _DemoScript:
                 yield token
             return
         for index, call in enumerate(plan):
-            yield {index: DeltaToolCall(name=call.tool_name, json_args=json.dumps(call.args), tool_call_id=call.tool_call_id)}
+            yield {
+                index: DeltaToolCall(
+                    name=call.tool_name, json_args=json.dumps(call.args), tool_call_id=call.tool_call_id
+                )
+            }
+
+
+def _is_user_turn(message: ModelMessage) -> bool:
+    """A request that starts a user turn: a prompt and no tool results (capabilities such as `Planning`
+    append reminder prompts to tool-result requests, which are not the user speaking)."""
+    return (
+        isinstance(message, ModelRequest)
+        and any(isinstance(part, UserPromptPart) for part in message.parts)
+        and not any(isinstance(part, ToolReturnPart) for part in message.parts)
+    )
 
 
 def _last_prompt(messages: list[ModelMessage]) -> str:
     for message in reversed(messages):
-        if isinstance(message, ModelRequest):
+        if _is_user_turn(message):
             for part in message.parts:
                 if isinstance(part, UserPromptPart):
                     return part.content if isinstance(part.content, str) else "your request"
@@ -155,9 +169,9 @@ def _last_prompt(messages: list[ModelMessage]) -> str:
 def _tools_done_since_prompt(messages: list[ModelMessage]) -> set[str]:
     done: set[str] = set()
     for message in reversed(messages):
+        if _is_user_turn(message):
+            break
         if isinstance(message, ModelRequest):
-            if any(isinstance(part, UserPromptPart) for part in message.parts):
-                break
             done.update(part.tool_name for part in message.parts if isinstance(part, ToolReturnPart))
     return done
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
-from pydantic_ai import Agent, CancellationToken
+from pydantic_ai import Agent, AgentRunResult, CancellationToken
 from pydantic_ai.agent import AbstractAgent
 from pydantic_ai.exceptions import RunCancelled
 from pydantic_ai.messages import (
@@ -34,13 +34,13 @@ from pydantic_ai.messages import (
     ToolCallPartDelta,
 )
 from pydantic_ai.models import Model
-from pydantic_ai import AgentRunResult
 from pydantic_ai.usage import RunUsage, UsageLimits
 from pydantic_ai_harness.filesystem import DirectoryCreatedEvent, FileEditedEvent, FileWrittenEvent
 from pydantic_ai_harness.planning import (
     PlanCompletedEvent,
     PlanCreatedEvent,
     PlanDeletedEvent,
+    PlanItem,
     PlanStatusChangedEvent,
     PlanUpdatedEvent,
 )
@@ -96,7 +96,9 @@ class _RunView:
     depth: int = 0
     parent_run_id: str | None = None
     parent_tool_call_id: str | None = None
-    tool_parts: dict[int, tuple[str | None, str | None]] = field(default_factory=dict[int, tuple[str | None, str | None]])
+    tool_parts: dict[int, tuple[str | None, str | None]] = field(
+        default_factory=dict[int, tuple[str | None, str | None]]
+    )
     open_calls: dict[str, str] = field(default_factory=dict[str, str])
 
 
@@ -109,6 +111,8 @@ class _Translator:
         self.tool_args_deltas = tool_args_deltas
         self.subs: dict[str, _RunView] = {}
         self.seq = 0
+        self.backlog: list[StreamEvent] = []
+        """Events to hand over before the one `translate` returns (calls a sub-agent left open)."""
 
     def make(self, view: _RunView, event_type: StreamEventType, data: dict[str, Any]) -> StreamEvent:
         seq = self.seq
@@ -137,7 +141,7 @@ class _Translator:
             )
         return view
 
-    def translate(self, event: AgentStreamEvent, view: _RunView) -> StreamEvent | None:  # noqa: C901
+    def translate(self, event: AgentStreamEvent, view: _RunView) -> StreamEvent | None:
         if isinstance(event, PartDeltaEvent):
             delta = event.delta
             if isinstance(delta, TextPartDelta):
@@ -181,6 +185,8 @@ class _Translator:
         if isinstance(event, FunctionToolResultEvent):
             part = event.part
             view.open_calls.pop(part.tool_call_id, None)
+            if self.subs:
+                self._close_delegated(part.tool_call_id)
             failed = part.outcome != "success"
             return self.make(
                 view,
@@ -221,6 +227,8 @@ class _Translator:
                 {"subagent_name": event.agent_name, "task": event.task, "tool_call_id": event.tool_call_id},
             )
         if isinstance(event, DelegationEndEvent):
+            if event.tool_call_id is not None:
+                self._close_delegated(event.tool_call_id)
             return self.make(
                 view,
                 StreamEventType.SUBAGENT_END,
@@ -234,7 +242,7 @@ class _Translator:
             )
         action = _PLAN_ACTIONS.get(type(event))
         if action is not None:
-            item = event.item  # type: ignore[attr-defined]
+            item = cast(PlanItem, getattr(event, "item"))  # noqa: B009 - every planning event has one
             return self.make(
                 view,
                 StreamEventType.PLAN_UPDATE,
@@ -262,25 +270,37 @@ class _Translator:
             )
         return None
 
+    def _close_delegated(self, tool_call_id: str) -> None:
+        """A delegation settled: calls its sub-agent (and theirs) never finished end here, before it does."""
+        parents = {tool_call_id}
+        for view in self.subs.values():  # insertion order: a sub-agent is always seen before its own sub-agents
+            if view.parent_tool_call_id in parents:
+                parents.update(view.open_calls)
+                self.backlog.extend(self._close_view(view, "the sub-agent stopped before this call finished"))
+
+    def _close_view(self, view: _RunView, error: str) -> list[StreamEvent]:
+        closing = [
+            self.make(
+                view,
+                StreamEventType.TOOL_END,
+                {
+                    "tool_name": name,
+                    "tool_call_id": call_id,
+                    "result": None,
+                    "duration_seconds": self.state.duration(view.run_id, call_id),
+                    "error": error,
+                },
+            )
+            for call_id, name in view.open_calls.items()
+        ]
+        view.open_calls.clear()
+        return closing
+
     def close_open_calls(self, error: str) -> list[StreamEvent]:
         """`tool_end` with `error` for every call that started and never ended (a failed or cancelled run)."""
         closing: list[StreamEvent] = []
-        for view in [self.root, *self.subs.values()]:
-            for call_id, name in list(view.open_calls.items()):
-                closing.append(
-                    self.make(
-                        view,
-                        StreamEventType.TOOL_END,
-                        {
-                            "tool_name": name,
-                            "tool_call_id": call_id,
-                            "result": None,
-                            "duration_seconds": self.state.duration(view.run_id, call_id),
-                            "error": error,
-                        },
-                    )
-                )
-            view.open_calls.clear()
+        for view in [*reversed(self.subs.values()), self.root]:  # innermost first, as they unwound
+            closing.extend(self._close_view(view, error))
         return closing
 
 
@@ -325,18 +345,23 @@ def _usage_numbers(usage: RunUsage) -> dict[str, Any]:
 _END: Any = object()
 
 
+def _check_arguments(agent: object, prompt: object) -> None:
+    """Fail at the call, with the offending value, rather than deep inside the run."""
+    if not isinstance(agent, AbstractAgent):
+        raise TypeError(f"expected a pydantic_ai Agent, got {agent!r}")
+    if prompt is not None and not isinstance(prompt, str):
+        raise TypeError(f"prompt must be a string, got {type(prompt).__name__}")
+
+
 async def stream_run(
     agent: AbstractAgent[Any, Any],
     prompt: str | None,
     deps: Any,
     options: StreamOptions,
     outcome: RunOutcome | None = None,
-) -> AsyncIterator[StreamEvent]:
+) -> AsyncGenerator[StreamEvent]:
     """Run `agent` on `prompt` and yield its events live; the public views wrap this."""
-    if not isinstance(agent, AbstractAgent):
-        raise TypeError(f"expected a pydantic_ai Agent, got {agent!r}")
-    if prompt is not None and not isinstance(prompt, str):
-        raise TypeError(f"prompt must be a string, got {type(prompt).__name__}")
+    _check_arguments(agent, prompt)
     outcome = outcome if outcome is not None else RunOutcome()
     handoff: Handoff[Any] = Handoff()
     task = asyncio.create_task(_drive(agent, prompt, deps, options, handoff, outcome))
@@ -359,7 +384,7 @@ async def stream_run(
                 raise
 
 
-async def _drive(  # noqa: C901
+async def _drive(
     agent: AbstractAgent[Any, Any],
     prompt: str | None,
     deps: Any,
@@ -403,17 +428,23 @@ async def _drive(  # noqa: C901
                     async with node.stream(run.ctx) as events:
                         async for event in events:
                             translated = tr.translate(event, root)
+                            if tr.backlog:
+                                for early in tr.backlog:
+                                    await put(early)
+                                tr.backlog.clear()
                             if translated is not None:
                                 await put(translated)
-                                if isinstance(event, SubagentStreamEvent) and event.delivered is not None:
-                                    if not event.delivered.done():
-                                        event.delivered.set_result(None)
+                                delivered = event.delivered if isinstance(event, SubagentStreamEvent) else None
+                                if delivered is not None and not delivered.done():
+                                    delivered.set_result(None)
                     if Agent.is_model_request_node(node):
                         iterations += 1
                         usage = run.usage
                         if options.emit_progress:
                             await put(
-                                tr.make(root, StreamEventType.PROGRESS, {"iteration": iterations, **_usage_numbers(usage)})
+                                tr.make(
+                                    root, StreamEventType.PROGRESS, {"iteration": iterations, **_usage_numbers(usage)}
+                                )
                             )
             result = run.result
             usage = run.usage
@@ -434,7 +465,9 @@ async def _drive(  # noqa: C901
         usage = current.usage if current is not None else usage
         for closing in tr.close_open_calls(f"{type(exc).__name__}: {exc}"):
             await put(closing)
-        await put(tr.make(root, StreamEventType.ERROR, {"error": str(exc) or repr(exc), "exception_type": type(exc).__name__}))
+        await put(
+            tr.make(root, StreamEventType.ERROR, {"error": str(exc) or repr(exc), "exception_type": type(exc).__name__})
+        )
         end = {"success": False, "status": "failed", "output": None}
     numbers = _usage_numbers(usage)
     await put(

@@ -164,9 +164,13 @@ async def relay_subagent_events(ctx: RunContext[Any], events: AsyncIterable[Agen
             await parent_ctx.emit(event)
             continue
         if isinstance(event, ToolProgressEvent):
-            wrapped = SubagentStreamEvent(event=event, sub=sub, delivered=loop.create_future(), tool_call_id=event.tool_call_id)
+            wrapped = SubagentStreamEvent(
+                event=event, sub=sub, delivered=loop.create_future(), tool_call_id=event.tool_call_id
+            )
         else:
-            wrapped = SubagentStreamEvent(event=event, sub=sub, delivered=loop.create_future(), tool_call_id=tool_call_id)
+            wrapped = SubagentStreamEvent(
+                event=event, sub=sub, delivered=loop.create_future(), tool_call_id=tool_call_id
+            )
         await parent_ctx.emit(wrapped)
         assert wrapped.delivered is not None
         await wrapped.delivered

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import aclosing
 from typing import Any
 
-from pydantic_ai import CancellationToken
+from pydantic_ai import AgentRunResult, CancellationToken
 from pydantic_ai.agent import AbstractAgent
 from pydantic_ai.messages import ModelMessage
 from pydantic_ai.models import Model
-from pydantic_ai import AgentRunResult
 from pydantic_ai.usage import UsageLimits
 
 from ._core import RunOutcome, StreamOptions, stream_run
@@ -41,7 +40,7 @@ def run_stream(
     usage_limits: UsageLimits | None = None,
     model: Model | str | None = None,
     run_id: str | None = None,
-) -> AsyncIterator[StreamEvent]:
+) -> AsyncGenerator[StreamEvent]:
     """Run `agent` and yield every `StreamEvent` as it happens: text, tools, progress, errors, sub-agents.
 
     `deps` are the run's dependencies (a `DeepAgentDeps` for a deep agent); `message_history` continues
@@ -72,7 +71,7 @@ def run_stream_with_tools(
     usage_limits: UsageLimits | None = None,
     model: Model | str | None = None,
     run_id: str | None = None,
-) -> AsyncIterator[StreamEvent]:
+) -> AsyncGenerator[StreamEvent]:
     """Like `run_stream`, plus `tool_args_delta` events with each argument fragment as the model streams it.
 
     `emit_progress=False` leaves out the `progress` events.
@@ -96,7 +95,7 @@ async def stream_text(
     message_history: Sequence[ModelMessage] | None = None,
     *,
     include_subagents: bool = False,
-) -> AsyncIterator[str]:
+) -> AsyncGenerator[str]:
     """Yield only the answer's text, chunk by chunk; sub-agents' text too with `include_subagents=True`."""
     async with aclosing(stream_run(agent, prompt, deps, StreamOptions(message_history=message_history))) as events:
         async for event in events:
@@ -137,7 +136,7 @@ async def stream_tool_calls(
     prompt: str | None,
     deps: Any = None,
     message_history: Sequence[ModelMessage] | None = None,
-) -> AsyncIterator[ToolCallUpdate]:
+) -> AsyncGenerator[ToolCallUpdate]:
     """Yield `(tool_name, args, result)` for each tool call: once as it starts (`result` is `None`), once as it ends."""
     args_by_call: dict[str | None, dict[str, Any]] = {}
     async with aclosing(stream_run(agent, prompt, deps, StreamOptions(message_history=message_history))) as events:
@@ -173,9 +172,6 @@ async def collect_stream_result(
     `cancellation_token` cancelled the run. A failing run raises after `on_event` has seen its
     `error` and `agent_end` events. The only streaming function that keeps events in memory.
     """
-    is_async = on_event is not None and (
-        inspect.iscoroutinefunction(on_event) or inspect.iscoroutinefunction(getattr(on_event, "__call__", None))
-    )
     outcome = RunOutcome()
     events: list[StreamEvent] = []
     options = StreamOptions(message_history=message_history, cancellation_token=cancellation_token)
@@ -184,12 +180,12 @@ async def collect_stream_result(
             events.append(event)
             if on_event is not None:
                 returned = on_event(event)
-                if is_async or inspect.isawaitable(returned):
-                    await returned  # type: ignore[misc]
+                if inspect.isawaitable(returned):
+                    await returned
     return outcome.result, events
 
 
-async def merge_streams(*streams: AsyncIterator[StreamEvent], raise_errors: bool = True) -> AsyncIterator[StreamEvent]:
+async def merge_streams(*streams: AsyncIterator[StreamEvent], raise_errors: bool = True) -> AsyncGenerator[StreamEvent]:
     """Interleave several streams' events in the order they arrive, each stream's own order kept.
 
     Each stream is pulled by its own task into a one-slot queue, so a fast run waits for the reader

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from enum import Enum
+from enum import StrEnum
 from typing import Any, Literal, cast
 
 from pydantic import TypeAdapter
@@ -44,7 +44,7 @@ __all__ = (
 )
 
 
-class StreamEventType(str, Enum):
+class StreamEventType(StrEnum):
     """What happened. A `str` enum, so `event.event_type == "llm_chunk"` and `json.dumps` just work."""
 
     AGENT_START = "agent_start"
@@ -61,9 +61,6 @@ class StreamEventType(str, Enum):
     SUBAGENT_END = "subagent_end"
     ERROR = "error"
     AGENT_END = "agent_end"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 RunStatus = Literal["succeeded", "failed", "cancelled"]
@@ -353,7 +350,9 @@ def thinking_chunk_event(*, text: str) -> StreamEvent:
     return StreamEvent(event_type=StreamEventType.THINKING_CHUNK, data={"text": text})
 
 
-def tool_start_event(*, tool_name: str, args: dict[str, Any] | None = None, tool_call_id: str | None = None) -> StreamEvent:
+def tool_start_event(
+    *, tool_name: str, args: dict[str, Any] | None = None, tool_call_id: str | None = None
+) -> StreamEvent:
     """A tool is about to run with these arguments."""
     data: ToolStartData = {"tool_name": tool_name, "args": args or {}, "tool_call_id": tool_call_id}
     return StreamEvent(event_type=StreamEventType.TOOL_START, data=dict(data))
@@ -407,7 +406,9 @@ def error_event(*, error: str, exception_type: str) -> StreamEvent:
     return StreamEvent(event_type=StreamEventType.ERROR, data=dict(data))
 
 
-def agent_start_event(*, agent_name: str | None = None, prompt: str | None = None, model: str | None = None) -> StreamEvent:
+def agent_start_event(
+    *, agent_name: str | None = None, prompt: str | None = None, model: str | None = None
+) -> StreamEvent:
     """A run started."""
     data: AgentStartData = {"agent_name": agent_name, "prompt": prompt, "model": model}
     return StreamEvent(event_type=StreamEventType.AGENT_START, data=dict(data), agent_name=agent_name)
