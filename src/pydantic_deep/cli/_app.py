@@ -1,0 +1,468 @@
+"""The `pydantic-deep` command: `run`, `replay` and `serve`.
+
+Exit statuses: 0 the run succeeded (or the replay/serve ended normally); 1 the run failed; 2 bad input
+(empty prompt, unknown model, missing API key, unreadable file, a file that is not an event log),
+always with one line on stderr; 124 `--timeout` cancelled the run; 130 Ctrl-C cancelled it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import inspect
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any, TextIO
+
+import pydantic_ai
+import typer
+from pydantic_ai import CancellationToken
+from pydantic_ai.usage import UsageLimits
+from rich.console import Console
+
+from ..streaming.types import StreamEvent
+from ._displays import Display, JsonDisplay, LiveDisplay, PlainDisplay, StaticDisplay
+from ._log import EventLogError, read_event_log, split_runs, write_event
+
+__all__ = ("app", "main")
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_TIMEOUT = 124
+EXIT_INTERRUPTED = 130
+_TICK_SECONDS = 0.08
+
+
+class BadInput(Exception):
+    """Something the user gave us cannot work; the message is the one line they see."""
+
+
+app = typer.Typer(
+    name="pydantic-deep",
+    help="Run a deep agent and watch everything it does, live; keep its events and replay them.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.command()
+def run(
+    prompt: Annotated[str, typer.Argument(help="What you want the agent to do.", show_default=False)],
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="'provider:name', e.g. openai:gpt-4o. Default: $PYDANTIC_DEEP_MODEL, else the offline demo model.",
+            show_default=False,
+        ),
+    ] = None,
+    instructions: Annotated[
+        str | None, typer.Option(help="Instructions that replace the agent's default ones.", show_default=False)
+    ] = None,
+    workdir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Give the agent's file tools this directory instead of an in-memory workspace.", show_default=False
+        ),
+    ] = None,
+    timeout: Annotated[
+        float | None, typer.Option(help="Cancel the run after this many seconds (exit status 124).", show_default=False)
+    ] = None,
+    max_steps: Annotated[
+        int | None,
+        typer.Option(help="Fail the run rather than make more than this many model requests.", show_default=False),
+    ] = None,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print each event as one line of JSON and nothing else (for jq).")
+    ] = False,
+    log: Annotated[
+        Path | None, typer.Option(help="Also append each event as a line of JSON to this file.", show_default=False)
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the answer's text.")] = False,
+) -> None:
+    """Run the agent on PROMPT and show it working: answer, tool calls, plan, sub-agents, usage."""
+    options = RunOptions(
+        prompt=prompt,
+        model=model,
+        instructions=instructions,
+        workdir=workdir,
+        timeout=timeout,
+        max_steps=max_steps,
+        json_output=json_output,
+        log=log,
+        quiet=quiet,
+    )
+    raise typer.Exit(run_command(options))
+
+
+@app.command()
+def replay(
+    file: Annotated[Path, typer.Argument(help="An event log written by --log or --json.", show_default=False)],
+    speed: Annotated[
+        float | None, typer.Option(help="Play at this multiple of the recorded pace (default 1).", show_default=False)
+    ] = None,
+    instant: Annotated[bool, typer.Option("--instant", help="Show the end result at once.")] = False,
+) -> None:
+    """Show a recorded run through the same view, at its recorded pace or at once."""
+    raise typer.Exit(replay_command(file, speed=speed, instant=instant))
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="Model for the served agent (as for `run`).", show_default=False)
+    ] = None,
+    token: Annotated[
+        str | None, typer.Option(help="Require this bearer token from clients.", show_default=False)
+    ] = None,
+) -> None:
+    """Serve agent runs over HTTP (SSE, WebSocket, AG-UI, Vercel AI) with a live dashboard page."""
+    raise typer.Exit(serve_command(host=host, port=port, model=model, token=token))
+
+
+# --- run ---------------------------------------------------------------------------------------------
+
+
+@dataclass(kw_only=True)
+class RunOptions:
+    """Everything `pydantic-deep run` was given."""
+
+    prompt: str
+    model: str | None = None
+    instructions: str | None = None
+    workdir: Path | None = None
+    timeout: float | None = None
+    max_steps: int | None = None
+    json_output: bool = False
+    log: Path | None = None
+    quiet: bool = False
+
+
+def run_command(options: RunOptions) -> int:
+    """Check the options, build the agent, stream the run to the chosen display; return the exit status."""
+    from .. import DeepAgentDeps, create_deep_agent
+    from ..models import ModelConfigError, resolve_model
+
+    if not options.prompt.strip():
+        raise BadInput('the prompt is empty: say what the agent should do, e.g. pydantic-deep run "Plan a picnic"')
+    if options.json_output and options.quiet:
+        raise BadInput("--json and --quiet cannot be combined: --json already prints nothing but events")
+    if options.timeout is not None and not options.timeout > 0:
+        raise BadInput(f"--timeout must be a positive number of seconds, got {options.timeout!r}")
+    if options.max_steps is not None and options.max_steps < 1:
+        raise BadInput(f"--max-steps must be at least 1, got {options.max_steps!r}")
+    try:
+        model = resolve_model(options.model)
+    except ModelConfigError as exc:
+        raise BadInput(str(exc)) from None
+    deps = DeepAgentDeps(backend=_workdir_backend(options.workdir)) if options.workdir is not None else DeepAgentDeps()
+    agent = create_deep_agent(model, instructions=options.instructions)
+    limits = UsageLimits(request_limit=options.max_steps) if options.max_steps is not None else None
+
+    # Pydantic AI's first-run banner would be written into our view; this command owns its output.
+    pydantic_ai.BANNER_ENABLED = False
+    log_file = _open_log(options.log) if options.log is not None else None
+    try:
+        display = _run_display(options)
+
+        def events(token: CancellationToken) -> AsyncIterator[StreamEvent]:
+            from ..streaming import run_stream
+
+            return run_stream(agent, options.prompt, deps, cancellation_token=token, usage_limits=limits)
+
+        return asyncio.run(_stream_to_display(events, display, log_file, cancel_after=options.timeout))
+    finally:
+        if log_file is not None:
+            log_file.close()
+
+
+def _workdir_backend(workdir: Path) -> Any:
+    from ..backends import FilesystemBackend
+
+    if not workdir.is_dir():
+        raise BadInput(f"--workdir {str(workdir)!r} is not a directory: create it first, or pick another")
+    return FilesystemBackend(workdir)
+
+
+def _open_log(path: Path) -> TextIO:
+    try:
+        return path.open("a", encoding="utf-8")
+    except OSError as exc:
+        raise BadInput(f"cannot open log file {str(path)!r}: {exc.strerror or exc}") from None
+
+
+def _stdout_console() -> Console:
+    return Console(highlight=False)
+
+
+def _is_interactive(console: Console) -> bool:
+    return console.is_terminal and not console.is_dumb_terminal
+
+
+def _run_display(options: RunOptions) -> Display:
+    if options.json_output:
+        return JsonDisplay(sys.stdout)
+    console = _stdout_console()
+    if options.quiet or not _is_interactive(console):
+        return PlainDisplay(sys.stdout, quiet=options.quiet)
+    return LiveDisplay(console)
+
+
+async def _stream_to_display(
+    events: Callable[[CancellationToken], AsyncIterator[StreamEvent]],
+    display: Display,
+    log_file: TextIO | None,
+    *,
+    cancel_after: float | None,
+) -> int:
+    """Drive one run into `display` (and `log_file`), with Ctrl-C and `--timeout` cancelling it cleanly."""
+    token = CancellationToken()
+    loop = asyncio.get_running_loop()
+    reasons: list[str] = []
+
+    def interrupt() -> None:
+        if reasons and reasons[-1] == "interrupted":  # the second Ctrl-C: leave now
+            display.abort()
+            for stream in (sys.stdout, log_file):
+                if stream is not None:
+                    with contextlib.suppress(Exception):
+                        stream.flush()
+            sys.stderr.write("pydantic-deep: interrupted\n")
+            sys.stderr.flush()
+            os._exit(EXIT_INTERRUPTED)
+        reasons.append("interrupted")
+        display.notice("cancelling… (Ctrl-C again to quit at once)")
+        token.cancel()
+
+    def time_out() -> None:
+        reasons.append("timeout")
+        display.notice(f"timed out after {cancel_after:g}s, cancelling…")
+        token.cancel()
+
+    restore_signal = _on_sigint(loop, interrupt)
+    timer = loop.call_later(cancel_after, time_out) if cancel_after is not None else None
+    ticker = asyncio.create_task(_tick(display))
+    failure: BaseException | None = None
+    try:
+        stream = events(token)
+        try:
+            async for event in stream:
+                if log_file is not None:
+                    write_event(log_file, event)
+                display.handle(event)
+        finally:
+            closer = getattr(stream, "aclose", None)  # leaving early must stop the run at once
+            if closer is not None:
+                await closer()
+    except BrokenPipeError:
+        raise
+    except Exception as exc:  # the stream has reported it as `error` + `agent_end`, unless it failed before that
+        failure = exc
+    finally:
+        if timer is not None:
+            timer.cancel()
+        ticker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await ticker
+        restore_signal()
+        display.close()
+    state = display.state
+    if failure is not None and state.phase != "failed":
+        _error_line(f"the run stopped: {type(failure).__name__}: {failure}")
+        return EXIT_FAILED
+    if state.phase == "succeeded":
+        return EXIT_OK
+    if state.phase == "cancelled":
+        return EXIT_TIMEOUT if reasons and reasons[0] == "timeout" else EXIT_INTERRUPTED
+    if isinstance(display, PlainDisplay) and display.printer.quiet and state.error is not None:
+        _error_line(f"the run failed: {state.exception_type}: {state.error}")
+    return EXIT_FAILED
+
+
+def _on_sigint(loop: asyncio.AbstractEventLoop, handler: Callable[[], None]) -> Callable[[], None]:
+    """Route SIGINT to `handler` on the loop; returns the function that puts the old handling back."""
+    try:
+        loop.add_signal_handler(signal.SIGINT, handler)
+    except (NotImplementedError, RuntimeError):  # no signal handlers on this loop (Windows, not main thread)
+        return _on_sigint_threadsafe(loop, handler)
+
+    def restore() -> None:
+        loop.remove_signal_handler(signal.SIGINT)
+
+    return restore
+
+
+def _on_sigint_threadsafe(loop: asyncio.AbstractEventLoop, handler: Callable[[], None]) -> Callable[[], None]:
+    def on_signal(signum: int, frame: object) -> None:
+        loop.call_soon_threadsafe(handler)
+
+    try:
+        previous = signal.signal(signal.SIGINT, on_signal)
+    except ValueError:  # not the main thread: leave Ctrl-C alone
+        return lambda: None
+
+    def restore() -> None:
+        signal.signal(signal.SIGINT, previous)
+
+    return restore
+
+
+async def _tick(display: Display) -> None:
+    while True:
+        await asyncio.sleep(_TICK_SECONDS)
+        display.tick()
+
+
+# --- replay ------------------------------------------------------------------------------------------
+
+
+def replay_command(file: Path, *, speed: float | None = None, instant: bool = False) -> int:
+    """Render a recorded log through the run's own displays; returns the exit status."""
+    if speed is not None and instant:
+        raise BadInput("--speed and --instant cannot be combined: pick one")
+    if speed is not None and not speed > 0:
+        raise BadInput(f"--speed must be a positive number, got {speed!r}")
+    try:
+        log = read_event_log(file)
+    except EventLogError as exc:
+        raise BadInput(str(exc)) from None
+    if log.truncated:
+        _error_line(f"{str(file)!r} ends in a cut-off line (the run stopped mid-write); replaying the events before it")
+    console = _stdout_console()
+    interactive = _is_interactive(console)
+    for events in split_runs(log.events):
+        clock: _ReplayClock | None = None
+        if not interactive:
+            display: Display = PlainDisplay(sys.stdout)
+        elif instant:
+            display = StaticDisplay(console)
+        else:
+            clock = _ReplayClock(speed or 1.0)
+            display = LiveDisplay(console, clock=clock)
+        asyncio.run(_replay_run(events, display, speed=None if instant else (speed or 1.0), clock=clock))
+        if not display.state.finished:
+            _error_line("the log ends before the run did (no agent_end event)")
+    return EXIT_OK
+
+
+class _ReplayClock:
+    """Recorded time for the live view: the last event's timestamp plus the scaled time since it was shown."""
+
+    def __init__(self, speed: float) -> None:
+        self.speed = speed
+        self.event_time: datetime | None = None
+        self.shown_at = time.monotonic()
+
+    def mark(self, event: StreamEvent) -> None:
+        self.event_time = event.timestamp
+        self.shown_at = time.monotonic()
+
+    def __call__(self) -> datetime:
+        if self.event_time is None:
+            return datetime.now(UTC)
+        return self.event_time + timedelta(seconds=(time.monotonic() - self.shown_at) * self.speed)
+
+
+async def _replay_run(
+    events: list[StreamEvent], display: Display, *, speed: float | None, clock: _ReplayClock | None
+) -> None:
+    ticker = asyncio.create_task(_tick(display))
+    previous: datetime | None = None
+    try:
+        for event in events:
+            if speed is not None and previous is not None:
+                gap = (event.timestamp - previous).total_seconds() / speed
+                if gap > 0:
+                    await asyncio.sleep(gap)
+            previous = event.timestamp
+            if clock is not None:
+                clock.mark(event)
+            display.handle(event)
+    finally:
+        ticker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await ticker
+        display.close()
+
+
+# --- serve -------------------------------------------------------------------------------------------
+
+
+def serve_command(*, host: str, port: int, model: str | None, token: str | None) -> int:
+    """Check the model, then hand over to `pydantic_deep.server.serve` (imported here: it needs the extra)."""
+    from ..models import ModelConfigError, resolve_model
+
+    try:
+        resolve_model(model)
+    except ModelConfigError as exc:
+        raise BadInput(str(exc)) from None
+    try:
+        server = importlib.import_module("pydantic_deep.server")
+        serve_app: Callable[..., Any] = server.serve
+    except (ImportError, AttributeError) as exc:
+        raise BadInput(
+            f"the server is not available ({exc}); install it with pip install 'pydantic-deep[server]'"
+        ) from None
+    result = serve_app(host=host, port=port, model=model, token=token)
+    if inspect.isawaitable(result):
+        asyncio.run(_await(result))
+    return EXIT_OK
+
+
+async def _await(awaitable: Any) -> None:
+    await awaitable
+
+
+# --- entry point -------------------------------------------------------------------------------------
+
+
+def _error_line(message: str) -> None:
+    sys.stderr.write(f"pydantic-deep: {message}\n")
+    sys.stderr.flush()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """The `pydantic-deep` console script: parse `argv` (default `sys.argv[1:]`), run, exit with the status."""
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(
+            args=list(argv) if argv is not None else None, prog_name="pydantic-deep", standalone_mode=False
+        )
+    except BadInput as exc:
+        _error_line(f"error: {exc}")
+        code = EXIT_BAD_INPUT
+    except typer.TyperException as exc:  # usage errors: one line, not a usage block
+        message = exc.format_message()
+        if message:  # (no message: the help was shown because no command was given)
+            _error_line(f"error: {message} (see pydantic-deep {_subcommand(argv)}--help)")
+        code = EXIT_BAD_INPUT
+    except typer.Abort:
+        code = EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        code = EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (e.g. `| head`): stop quietly, and keep Python from complaining at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        code = EXIT_FAILED
+    raise SystemExit(code if isinstance(code, int) else EXIT_OK)
+
+
+def _subcommand(argv: Sequence[str] | None) -> str:
+    args = list(argv) if argv is not None else sys.argv[1:]
+    for arg in args:
+        if arg in ("run", "replay", "serve"):
+            return f"{arg} "
+    return ""

@@ -1,0 +1,185 @@
+"""Where the command sends a run's events: the live view, plain lines, or JSON lines.
+
+Each display owns the `RunState` it folds events into, is driven from the event loop's thread only
+(so the state never changes under a render), and has the same four methods the runner calls.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Protocol, TextIO
+
+from rich.console import Console
+from rich.live import Live
+
+from ..streaming.types import StreamEvent, StreamEventType
+from ._log import write_event
+from ._plain import PlainPrinter
+from ._state import RunState
+from ._view import RunView
+
+__all__ = ("Display", "JsonDisplay", "LiveDisplay", "PlainDisplay", "StaticDisplay")
+
+_REFRESH_SECONDS = 1 / 20
+
+
+class Display(Protocol):
+    """What the runner needs from a display."""
+
+    state: RunState
+
+    def handle(self, event: StreamEvent) -> None:
+        """Take one event, as it happens."""
+        ...
+
+    def tick(self) -> None:
+        """Called a few times a second while nothing happens, to move spinners and clocks."""
+        ...
+
+    def notice(self, text: str) -> None:
+        """Tell the user something about the run that is not an event (cancelling, timed out)."""
+        ...
+
+    def close(self) -> None:
+        """The run is over: leave the final picture on screen."""
+        ...
+
+    def abort(self) -> None:
+        """Leave the terminal usable at once (second Ctrl-C), skipping the final picture."""
+        ...
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class LiveDisplay:
+    """The live Rich view: one `Live` redrawn from `RunView`, at most every 50ms, then the full final view."""
+
+    def __init__(self, console: Console, *, clock: Callable[[], datetime] | None = None) -> None:
+        self.console = console
+        self.state = RunState()
+        self.view = RunView(self.state, clock=clock or _utcnow, fit_height=True)
+        # Refreshed by hand from the loop's thread: Rich's own refresh thread would render while events
+        # are being applied. Transient, because the last frame is cut to the screen's height; the full
+        # final view is printed once the run is over.
+        self.live = Live(
+            self.view,
+            console=console,
+            auto_refresh=False,
+            transient=True,
+            redirect_stdout=False,
+            redirect_stderr=False,
+        )
+        self._last_refresh = 0.0
+        self._started = False
+
+    def _refresh(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self._last_refresh >= _REFRESH_SECONDS:
+            self._last_refresh = now
+            self.live.refresh()
+
+    def handle(self, event: StreamEvent) -> None:
+        if not self._started:
+            self._started = True
+            self.live.start()
+        self.state.apply(event)
+        self._refresh(force=event.event_type is not StreamEventType.LLM_CHUNK)
+
+    def tick(self) -> None:
+        if self._started:
+            self._refresh()
+
+    def notice(self, text: str) -> None:
+        self.view.notice = text
+        self.tick()
+
+    def close(self) -> None:
+        if self._started:
+            self.live.stop()
+        if self.state.event_count:
+            self.console.print(RunView(self.state, notice=self.view.notice))
+
+    def abort(self) -> None:
+        if self._started:
+            self.live.stop()
+
+
+class StaticDisplay:
+    """The final view only, printed once (`replay --instant` on a terminal)."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.state = RunState()
+        self._notice: str | None = None
+
+    def handle(self, event: StreamEvent) -> None:
+        self.state.apply(event)
+
+    def tick(self) -> None:
+        pass
+
+    def notice(self, text: str) -> None:
+        self._notice = text
+
+    def close(self) -> None:
+        if self.state.event_count:
+            self.console.print(RunView(self.state, notice=self._notice))
+
+    def abort(self) -> None:
+        pass
+
+
+class PlainDisplay:
+    """Plain streaming lines on `out` (not a terminal, or `--quiet`); notices go to stderr."""
+
+    def __init__(self, out: TextIO, *, quiet: bool = False, err: TextIO | None = None) -> None:
+        self.printer = PlainPrinter(out, quiet=quiet)
+        self.state = self.printer.state
+        self.err = err if err is not None else sys.stderr
+
+    def handle(self, event: StreamEvent) -> None:
+        self.printer.handle(event)
+
+    def tick(self) -> None:
+        pass
+
+    def notice(self, text: str) -> None:
+        self.err.write(f"pydantic-deep: {text}\n")
+        self.err.flush()
+
+    def close(self) -> None:
+        self.printer.close()
+
+    def abort(self) -> None:
+        pass
+
+
+class JsonDisplay:
+    """`--json`: each event as one line of JSON on `out`, flushed; notices go to stderr."""
+
+    def __init__(self, out: TextIO, *, err: TextIO | None = None) -> None:
+        self.out = out
+        self.state = RunState()
+        self.err = err if err is not None else sys.stderr
+
+    def handle(self, event: StreamEvent) -> None:
+        self.state.apply(event)
+        write_event(self.out, event)
+
+    def tick(self) -> None:
+        pass
+
+    def notice(self, text: str) -> None:
+        self.err.write(f"pydantic-deep: {text}\n")
+        self.err.flush()
+
+    def close(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
