@@ -68,7 +68,7 @@ def create_deep_agent(
     deps = DeepAgentDeps(backend=StateBackend())
     result = agent.run_sync("Plan a picnic", deps=deps)
     assert "demo model" in result.output
-    assert list(deps.backend.files) == ["/workspace/notes/plan-a-picnic.md"]
+    assert list(deps.backend.files) == ["/workspace/notes-plan-a-picnic.md"]
     ```
 
     By default the agent has the harness `FileSystem` tools working on the run's `deps.backend`,

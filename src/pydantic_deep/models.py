@@ -80,8 +80,12 @@ def resolve_model(model: Model | str | None = None) -> Model:
 
 
 def _first_line(exc: BaseException) -> str:
+    """The first sentence of an error, so a CLI can show it on one line."""
     text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    if not text:
+        return type(exc).__name__
+    line = text.splitlines()[0]
+    return line.split(". ", 1)[0].rstrip(".")
 
 
 def demo_model(*, delay: float | None = None) -> FunctionModel:
@@ -110,7 +114,7 @@ class _DemoScript:
         prompt = _last_prompt(messages)
         done = _tools_done_since_prompt(messages)
         tools = {tool.name for tool in info.function_tools}
-        path = f"notes/{_slug(prompt)}.md"
+        path = f"notes-{_slug(prompt)}.md"
         if "write_plan" in tools and "write_plan" not in done:
             items = [
                 {"content": "Write notes about the request", "active_form": "Writing notes", "status": "in_progress"},
