@@ -10,10 +10,8 @@ from __future__ import annotations
 import ast
 import asyncio
 import inspect
-import io
 import re
 from collections.abc import Iterator
-from contextlib import redirect_stdout
 from pathlib import Path
 from typing import Any
 
@@ -58,29 +56,30 @@ async def run_block(source: str, line: int, namespace: dict[str, Any]) -> None:
     code = compile(
         "\n" * (line - 1) + source, str(GUIDE), "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT, dont_inherit=True
     )
-    result = eval(code, namespace)  # noqa: S307 - the guide's own code, run as a reader would
+    result = eval(code, namespace)  # the guide's own code, run as a reader would
     if inspect.iscoroutine(result):
         await result
 
 
-async def test_the_streaming_guide_runs_unchanged(openai_server: FakeOpenAIServer) -> None:
+async def test_the_streaming_guide_runs_unchanged(
+    openai_server: FakeOpenAIServer, capfd: pytest.CaptureFixture[str]
+) -> None:
     # What a reader has in scope before pasting: a prompt of their own and somewhere to send events.
     async def process_event(event: object) -> None:
         await asyncio.sleep(0)
 
     namespace: dict[str, Any] = {"__name__": "guide", "prompt": "Tell me a story", "process_event": process_event}
-    out = io.StringIO()
     ran = 0
-    with redirect_stdout(out):
-        for line, source in guide_blocks():
-            if "# Wrong" in source:
-                # The guide's "wrong" example iterates an async stream with a plain `for`: it must fail loudly.
-                with pytest.raises(TypeError, match="async_generator"):
-                    await run_block(source, line, namespace)
-            else:
+    for line, source in guide_blocks():
+        if "# Wrong" in source:
+            # The guide's "wrong" example iterates an async stream with a plain `for`: it must fail loudly.
+            with pytest.raises(TypeError, match="async_generator"):
                 await run_block(source, line, namespace)
-            ran += 1
-    printed = out.getvalue()
+        else:
+            await run_block(source, line, namespace)
+        ran += 1
+    captured = capfd.readouterr()
+    printed, traced = captured.out, captured.err
     assert ran == len(guide_blocks()) >= 20
     # The quick start streamed real text and tool calls from the OpenAI Responses API through our stream.
     assert "Once upon a time." in printed
@@ -88,9 +87,9 @@ async def test_the_streaming_guide_runs_unchanged(openai_server: FakeOpenAIServe
     assert "Iteration: 1" in printed
     # The dashboard example collected the real result and typed events.
     assert namespace["result"].output == "Once upon a time."
-    assert [e.event_type.value for e in namespace["events"]][0] == "agent_start"
-    # The tracing example's ConsoleExporter printed the traced run's span tree, tool call included.
-    assert "run assistant" in printed and "tool write_file" in printed
+    assert namespace["events"][0].event_type == "agent_start"
+    # The tracing example's ConsoleExporter printed the traced run's span tree (to stderr), tool call included.
+    assert "run assistant" in traced and "tool write_file" in traced
     # `openai:gpt-4o` means the Responses API in Pydantic AI 2.x: every request went there, streamed.
     assert openai_server.requests
     assert all("input" in body and body.get("stream") is True for body in openai_server.requests)
