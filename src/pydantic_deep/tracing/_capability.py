@@ -134,7 +134,7 @@ class Tracing(AbstractCapability[Any]):
         trace, run_span = self._trace, self._run_span
         if trace is None or run_span is None:
             return await handler(args)
-        span = self._start_tool_span(trace, run_span, call, args)
+        span = self._start_tool_span(trace, run_span, call)
         token = CURRENT_SPAN.set((trace, span))
         try:
             result = await handler(args)
@@ -169,24 +169,23 @@ class Tracing(AbstractCapability[Any]):
         # The tool never runs, but the model asked for it: record the call as failed so the trace shows why.
         trace, run_span = self._trace, self._run_span
         if trace is not None and run_span is not None:
-            raw: dict[str, Any]
-            try:
-                raw = call.args_as_dict()
-            except Exception:  # arguments that are not a JSON object; show them as they came
-                raw = {"_raw": call.args}
-            span = self._start_tool_span(trace, run_span, call, raw)
+            span = self._start_tool_span(trace, run_span, call)
             trace.end_span(span, status="error", error=error)
         raise error
 
-    def _start_tool_span(self, trace: TraceContext, run_span: Span, call: ToolCallPart, args: dict[str, Any]) -> Span:
+    def _start_tool_span(self, trace: TraceContext, run_span: Span, call: ToolCallPart) -> Span:
         run = run_span.data
         assert isinstance(run, AgentRunData)
         run.tool_calls += 1
-        data = ToolCallData(
-            tool_name=call.tool_name,
-            tool_call_id=call.tool_call_id,
-            args=_truncated(jsonable(args), trace.max_content_chars) if trace.include_content else None,
-        )
+        args: dict[str, Any] | None = None
+        if trace.include_content:
+            # The arguments as the model sent them (as in the stream's `tool_start`), not with defaults filled in.
+            try:
+                args = call.args_as_dict()
+            except Exception:  # arguments that are not a JSON object; show them as they came
+                args = {"_raw": call.args}
+            args = _truncated(jsonable(args), trace.max_content_chars)
+        data = ToolCallData(tool_name=call.tool_name, tool_call_id=call.tool_call_id, args=args)
         return trace.start_span(call.tool_name, data, parent=run_span, instrumented=run_span.instrumented)
 
 
