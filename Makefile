@@ -1,17 +1,16 @@
 # Two commands on a fresh machine: `make demo` and `make test`. Both bootstrap .venv from uv.lock.
 .DEFAULT_GOAL := demo
 SHELL := /bin/bash
-UV ?= $(shell command -v uv 2>/dev/null || echo "$(HOME)/.local/bin/uv")
+# uv from PATH, else as a Python module (installed with pip on first use: no PATH or shim changes needed).
+UV ?= $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 VENV := .venv
 STAMP := $(VENV)/.synced
 
 .PHONY: demo test lint bench format services clean
 
-$(UV):
-	@command -v uv >/dev/null 2>&1 || python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv
-
-$(STAMP): pyproject.toml uv.lock | $(UV)
-	@uv=$$(command -v uv || echo "$(UV)"); $$uv sync --locked --all-extras --quiet
+$(STAMP): pyproject.toml uv.lock
+	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
+	@$(UV) sync --locked --all-extras --quiet
 	@touch $(STAMP)
 
 demo: $(STAMP)
