@@ -106,7 +106,7 @@ class PlainPrinter:
                 label = "" if kind is StreamEventType.LLM_CHUNK else "thinking: "
                 self._sub_text(event.run_id, indent + ("│ " if event.depth else "  ") + label, data["text"])
             case StreamEventType.TOOL_START:
-                self._line(f"{indent}▸ {data['tool_name']}({clip(short_args(data.get('args') or {}, 30), 80)})")
+                self._line(f"{indent}▸ {data['tool_name']}({clip(short_args(data.get('args') or {}, 40), 100)})")
             case StreamEventType.TOOL_PROGRESS:
                 if data.get("message") is not None or data.get("fraction") is not None:
                     percent = f" ({data['fraction']:.0%})" if data.get("fraction") is not None else ""
