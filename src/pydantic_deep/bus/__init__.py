@@ -1,0 +1,12 @@
+"""The event bus: per-run append-only event logs that many readers follow at their own pace.
+
+`InMemoryEventBus` serves one process; `RedisEventBus` (Redis Streams, `pip install 'pydantic-deep[redis]'`)
+lets servers in several processes share runs. The HTTP server (`pydantic_deep.server`) writes every
+run's events to a bus and streams them to clients from it, which is what makes resuming exact.
+"""
+
+from ._memory import InMemoryEventBus
+from ._protocol import EventBatch, EventBus, UnknownRunError, follow
+from ._redis import RedisEventBus
+
+__all__ = ("EventBatch", "EventBus", "InMemoryEventBus", "RedisEventBus", "UnknownRunError", "follow")

@@ -1,0 +1,114 @@
+"""The `EventBus` protocol: one append-only event log per run, read by any number of readers at their own pace.
+
+A run's writer appends each `StreamEvent` in `seq` order; a reader asks for the events after the last
+`seq` it has seen and waits when there are none yet. Nothing is pushed into per-reader queues, so a slow
+reader only falls behind in the shared log: it never slows the writer or the other readers, and a reader
+that reconnects resumes exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from ..streaming.types import StreamEvent
+
+__all__ = ("EventBatch", "EventBus", "UnknownRunError", "follow")
+
+
+class UnknownRunError(KeyError):
+    """The bus holds no log for this run: it never existed or was discarded."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(run_id)
+        self.run_id = run_id
+
+    def __str__(self) -> str:
+        return f"no event log for run {self.run_id!r}"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class EventBatch:
+    """What one `EventBus.read` returned."""
+
+    events: list[StreamEvent] = field(default_factory=list[StreamEvent])
+    """Events with `seq` greater than the one asked for, in order, without gaps."""
+    closed: bool = False
+    """The log is closed and `events` reach its end: no event will ever follow these."""
+
+
+@runtime_checkable
+class EventBus(Protocol):
+    """Per-run append-only event logs with blocking reads; see the module docstring.
+
+    Implementations: `InMemoryEventBus` (one process) and `RedisEventBus` (Redis Streams, across
+    processes). A log is addressed by `seq`: the event appended n-th has `seq == n` (from 0).
+    """
+
+    async def open(self, run_id: str) -> None:
+        """Create an empty log for `run_id`; `ValueError` if one exists."""
+        ...
+
+    async def append(self, run_id: str, event: StreamEvent) -> None:
+        """Add `event` at the end of the log; its `seq` must be the log's length (`ValueError` otherwise)."""
+        ...
+
+    async def close(self, run_id: str) -> None:
+        """Mark the log finished: readers get `closed=True` once they reach its end. Idempotent."""
+        ...
+
+    async def read(self, run_id: str, after: int = -1, *, limit: int = 256, wait: float | None = None) -> EventBatch:
+        """Events with `seq > after` (at most `limit`), waiting up to `wait` seconds for the first one.
+
+        Returns at once when events are available or the log is closed; an empty, not closed batch when
+        `wait` seconds passed first (`None` waits as long as it takes, `0` does not wait). Raises
+        `UnknownRunError` when there is no log for `run_id`.
+        """
+        ...
+
+    async def exists(self, run_id: str) -> bool:
+        """Whether a log for `run_id` is held."""
+        ...
+
+    async def discard(self, run_id: str) -> None:
+        """Drop the log (readers waiting on it see it closed). Does nothing for an unknown run."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release the bus's resources (connections); the logs of an in-process bus go with it."""
+        ...
+
+
+async def follow(bus: EventBus, run_id: str, after: int = -1) -> AsyncIterator[StreamEvent]:
+    """Yield a run's events with `seq > after`, then live ones as they are appended, until the log closes.
+
+    ```python
+    import asyncio
+
+    from pydantic_deep.bus import InMemoryEventBus, follow
+    from pydantic_deep.streaming import llm_chunk_event
+
+
+    async def main() -> None:
+        bus = InMemoryEventBus()
+        await bus.open("run-1")
+        for seq, text in enumerate(["Hel", "lo"]):
+            event = llm_chunk_event(text=text)
+            event.seq = seq
+            await bus.append("run-1", event)
+        await bus.close("run-1")
+        assert [e.data["text"] async for e in follow(bus, "run-1")] == ["Hel", "lo"]
+        assert [e.data["text"] async for e in follow(bus, "run-1", after=0)] == ["lo"]
+
+
+    asyncio.run(main())
+    ```
+    """
+    while True:
+        batch = await bus.read(run_id, after)
+        for event in batch.events:
+            yield event
+            after = event.seq
+        if batch.closed:
+            return

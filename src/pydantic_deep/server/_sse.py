@@ -1,0 +1,117 @@
+"""Server-Sent Events: framing, and a response that streams frames until the client goes away.
+
+A frame is `id: <seq>`, `event: <event_type>`, `data: <StreamEvent JSON>` and a blank line. The JSON is
+one line (its strings escape newlines), and `sse_frame` splits any data on line breaks into several
+`data:` lines anyway, which a client joins back with "\\n": no text can break the framing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator, Mapping
+
+from starlette.responses import Response
+from starlette.types import Message, Receive, Scope, Send
+
+from ..bus import EventBus
+from ..streaming import StreamEvent, StreamEventType
+
+__all__ = ("KEEP_ALIVE", "EventStreamResponse", "event_frame", "follow_log", "sse_frame")
+
+KEEP_ALIVE = b": keep-alive\n\n"
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
+def sse_frame(data: str, *, event: str | None = None, id: str | None = None) -> bytes:
+    """One SSE message; `event` and `id` must be single-line, `data` may hold any text."""
+    lines: list[str] = []
+    if id is not None:
+        lines.append(f"id: {id}")
+    if event is not None:
+        lines.append(f"event: {event}")
+    lines.extend(f"data: {line}" for line in _LINE_BREAK.split(data))
+    return ("\n".join(lines) + "\n\n").encode()
+
+
+def event_frame(event: StreamEvent) -> bytes:
+    """A `StreamEvent` as the SSE message `GET /runs/{run_id}/events` sends."""
+    return sse_frame(event.to_json(), event=event.event_type.value, id=str(event.seq))
+
+
+def is_last(event: StreamEvent) -> bool:
+    """The top-level run's `agent_end`: its stream ends here."""
+    return event.event_type is StreamEventType.AGENT_END and event.depth == 0
+
+
+async def follow_log(
+    bus: EventBus, run_id: str, after: int, *, keepalive: float, first: list[StreamEvent] | None = None
+) -> AsyncIterator[list[StreamEvent]]:
+    """Batches of the run's events past `after` until `agent_end` or the log's close; `[]` when idle `keepalive` s.
+
+    `first` is a batch already read (the endpoint reads one to answer 404 before the stream starts).
+    """
+    if first:
+        yield first
+        if is_last(first[-1]):
+            return
+        after = first[-1].seq
+    while True:
+        batch = await bus.read(run_id, after, wait=keepalive)
+        if batch.events:
+            yield batch.events
+            if is_last(batch.events[-1]):
+                return
+            after = batch.events[-1].seq
+        elif not batch.closed:
+            yield []
+        if batch.closed:
+            return
+
+
+class EventStreamResponse(Response):
+    """A `text/event-stream` response that stops writing as soon as the client disconnects.
+
+    Each chunk of `frames` is sent as it comes; a task listening for `http.disconnect` cancels the writer,
+    so a reader waiting on an idle run does not outlive its client.
+    """
+
+    media_type = "text/event-stream"
+
+    def __init__(self, frames: AsyncIterator[bytes], *, headers: Mapping[str, str] | None = None) -> None:
+        self.frames = frames
+        self.status_code = 200
+        self.background = None
+        self.init_headers({"cache-control": "no-store", "x-accel-buffering": "no", **(headers or {})})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        writer = asyncio.create_task(self._write(send))
+        listener = asyncio.create_task(_until_disconnect(receive))
+        try:
+            done, _ = await asyncio.wait({writer, listener}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (writer, listener):
+                task.cancel()
+            results = await asyncio.gather(writer, listener, return_exceptions=True)
+        error = results[0]
+        # OSError: the client went away mid-send (ASGI servers report it so); nothing left to tell anyone.
+        if writer in done and isinstance(error, Exception) and not isinstance(error, OSError):
+            raise error
+
+    async def _write(self, send: Send) -> None:
+        try:
+            async for chunk in self.frames:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            closer = getattr(self.frames, "aclose", None)
+            if closer is not None:
+                await closer()
+
+
+async def _until_disconnect(receive: Receive) -> None:
+    while True:
+        message: Message = await receive()
+        if message["type"] == "http.disconnect":
+            return

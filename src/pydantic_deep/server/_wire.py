@@ -1,0 +1,91 @@
+"""The JSON bodies the server reads and writes (pydantic models: these are the wire, and the OpenAPI schema)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, field_validator
+from pydantic_core import PydanticCustomError
+
+__all__ = ("RunCreated", "RunInfo", "RunList", "RunRequest", "RunState", "RunSummary", "RunUsageInfo")
+
+RunState = Literal["running", "succeeded", "failed", "cancelled"]
+
+
+class RunRequest(BaseModel):
+    """`POST /runs`: what to run."""
+
+    prompt: str = Field(description="The user prompt; not empty, at most the server's limit (100,000 characters).")
+    message_history: list[dict[str, Any]] | None = Field(
+        default=None,
+        description=(
+            "Earlier messages of the conversation, as Pydantic AI's messages JSON "
+            "(`ModelMessagesTypeAdapter.dump_json(result.all_messages())`). System prompts in it are ignored."
+        ),
+    )
+    model: str | None = Field(
+        default=None,
+        description="A model for this run only, e.g. `openai:gpt-4o` or `demo`; the server's model when omitted.",
+    )
+
+    @field_validator("prompt")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise PydanticCustomError("empty_prompt", "must not be empty")
+        return value
+
+
+class RunCreated(BaseModel):
+    """`POST /runs` → 201."""
+
+    run_id: str
+
+
+class RunUsageInfo(BaseModel):
+    """Usage so far (cumulative for the run), from its latest `progress` and `agent_end` events."""
+
+    iterations: int = 0
+    requests: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    total_tokens: int = 0
+    tool_calls: int = 0
+    total_cost_usd: float | None = None
+
+
+class RunSummary(BaseModel):
+    """One entry of `GET /runs`."""
+
+    run_id: str
+    status: RunState
+    prompt: str = Field(description="The prompt, cut to 200 characters.")
+    model: str | None = None
+    created_at: datetime
+    finished_at: datetime | None = None
+
+
+class RunList(BaseModel):
+    """`GET /runs`: the runs the server still holds, newest first."""
+
+    runs: list[RunSummary]
+
+
+class RunInfo(BaseModel):
+    """`GET /runs/{run_id}`: where a run stands."""
+
+    run_id: str
+    status: RunState
+    prompt: str
+    model: str | None = None
+    created_at: datetime
+    last_event_at: datetime | None = None
+    finished_at: datetime | None = None
+    duration_seconds: float | None = None
+    events: int = Field(description="How many events the run has produced so far.")
+    last_seq: int | None = Field(description="The `seq` of its latest event (`null` before the first).")
+    usage: RunUsageInfo
+    output: Any = Field(default=None, description="The final output once the run succeeded.")
+    error: str | None = Field(default=None, description="What ended a failed run.")
+    cancel_requested: bool = False
