@@ -24,6 +24,7 @@ class ConsoleExporter(SpanExporter):
     """Prints each span as it ends, indented under its parent, with its duration, tokens and errors.
 
     ```python
+    import asyncio
     import io
 
     from pydantic_deep import DeepAgentDeps, create_deep_agent
@@ -31,7 +32,7 @@ class ConsoleExporter(SpanExporter):
 
     out = io.StringIO()
     trace = TraceContext(exporters=[ConsoleExporter(file=out)])
-    create_deep_agent().run_sync("Plan a picnic", deps=DeepAgentDeps(trace_context=trace))
+    asyncio.run(create_deep_agent().run("Plan a picnic", deps=DeepAgentDeps(trace_context=trace)))
     assert out.getvalue().splitlines()[-1].startswith("✓ run assistant")
     ```
 

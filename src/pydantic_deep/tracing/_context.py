@@ -45,12 +45,14 @@ class TraceContext:
     """Collects the spans of every run whose deps carry it, and sends them to its exporters.
 
     ```python
+    import asyncio
+
     from pydantic_deep import DeepAgentDeps, create_deep_agent
     from pydantic_deep.tracing import InMemoryExporter, TraceContext
 
     memory = InMemoryExporter()
     trace = TraceContext(exporters=[memory])
-    create_deep_agent().run_sync("Plan a picnic", deps=DeepAgentDeps(trace_context=trace))
+    asyncio.run(create_deep_agent().run("Plan a picnic", deps=DeepAgentDeps(trace_context=trace)))
     assert trace.summary().runs == 1
     assert memory.tree().splitlines()[0] == "agent_run assistant [ok]"
     ```

@@ -17,6 +17,7 @@ class JSONLExporter(SpanExporter):
     """Appends each span to `path` as one line of JSON (`Span.to_dict()`) the moment it ends.
 
     ```python
+    import asyncio
     import json
     import tempfile
     from pathlib import Path
@@ -26,7 +27,7 @@ class JSONLExporter(SpanExporter):
 
     path = Path(tempfile.mkdtemp()) / "trace.jsonl"
     trace = TraceContext(exporters=[JSONLExporter(path)])
-    create_deep_agent().run_sync("Plan a picnic", deps=DeepAgentDeps(trace_context=trace))
+    asyncio.run(create_deep_agent().run("Plan a picnic", deps=DeepAgentDeps(trace_context=trace)))
     spans = [json.loads(line) for line in path.read_text().splitlines()]
     assert spans[-1]["kind"] == "agent_run" and spans[-1]["status"] == "ok"
     ```

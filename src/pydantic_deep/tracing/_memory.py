@@ -30,12 +30,14 @@ class InMemoryExporter(SpanExporter):
     """Keeps every span it is given: `spans` (ended, in end order), `open_spans`, `traces()` and `tree()`.
 
     ```python
+    import asyncio
+
     from pydantic_deep import DeepAgentDeps, create_deep_agent
     from pydantic_deep.tracing import InMemoryExporter, TraceContext
 
     memory = InMemoryExporter()
     deps = DeepAgentDeps(trace_context=TraceContext(exporters=[memory]))
-    create_deep_agent().run_sync("Plan a picnic", deps=deps)
+    asyncio.run(create_deep_agent().run("Plan a picnic", deps=deps))
     print(memory.tree())
     ```
 
