@@ -184,7 +184,7 @@ def _call_line(call: ToolCall, now: datetime | None, frame: str, indent: int) ->
     else:
         line.append("✔ ", style="green")
     line.append(call.tool_name, style="bold")
-    line.append(f"({clip(short_args(call.args, 30), 60)})", style="dim")
+    line.append(f"({clip(short_args(call.args, 48), 80)})", style="dim")
     elapsed = call.elapsed(now) if now is not None else call.duration_seconds
     if elapsed is not None:
         line.append(f" · {format_duration(elapsed)}", style="yellow" if status == "running" else "cyan")
