@@ -10,12 +10,14 @@ import io
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
 
+import httpx
 import pytest
 
 from pydantic_deep.cli import PlainPrinter, main, read_event_log
@@ -273,6 +275,37 @@ def test_second_ctrl_c_exits_at_once() -> None:
                 proc.kill()
 
 
+# --- serve ---------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_serve_answers_http_until_ctrl_c() -> None:
+    port = free_port()
+    proc = start("serve", "--port", str(port), env=cli_env())
+    try:
+        end = time.monotonic() + 60
+        while True:  # handshake: the dashboard page answers once the server is up
+            assert proc.poll() is None, proc.communicate()
+            try:
+                page = httpx.get(f"http://127.0.0.1:{port}/", timeout=5)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < end, "the server never answered"
+                time.sleep(0.05)
+        assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+
+
 # --- replay ----------------------------------------------------------------------------------------
 
 
@@ -336,6 +369,7 @@ def test_bad_input_is_one_line_and_exit_2(args: list[str], message: str) -> None
         (["replay", "x.jsonl", "--speed", "2", "--instant"], "--speed and --instant cannot be combined"),
         (["replay", "x.jsonl", "--speed", "-1"], "--speed must be a positive number, got -1.0"),
         (["serve", "--model", "nonsense"], "unknown model 'nonsense'"),
+        (["serve", "--host", "0.0.0.0"], "refusing to listen on '0.0.0.0' without a token"),
         (["frobnicate"], "No such command 'frobnicate'."),
     ],
 )
@@ -344,6 +378,7 @@ def test_bad_input_in_process(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("PYDANTIC_DEEP_MODEL", raising=False)
+    monkeypatch.delenv("PYDANTIC_DEEP_TOKEN", raising=False)
     (tmp_path / "x.jsonl").write_text("")
     with pytest.raises(SystemExit) as exit_info:
         main(args)

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
-import inspect
 import os
 import signal
 import sys
@@ -19,7 +17,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any, TextIO
+from typing import Annotated, TextIO
 
 import pydantic_ai
 import typer
@@ -27,6 +25,7 @@ from pydantic_ai import CancellationToken
 from pydantic_ai.usage import UsageLimits
 from rich.console import Console
 
+from ..backends import FilesystemBackend
 from ..streaming.types import StreamEvent
 from ._displays import Display, JsonDisplay, LiveDisplay, PlainDisplay, StaticDisplay
 from ._log import EventLogError, read_event_log, split_runs, write_event
@@ -125,7 +124,8 @@ def serve(
         str | None, typer.Option("--model", "-m", help="Model for the served agent (as for `run`).", show_default=False)
     ] = None,
     token: Annotated[
-        str | None, typer.Option(help="Require this bearer token from clients.", show_default=False)
+        str | None,
+        typer.Option(help="Bearer token clients must send (default: $PYDANTIC_DEEP_TOKEN).", show_default=False),
     ] = None,
 ) -> None:
     """Serve agent runs over HTTP (SSE, WebSocket, AG-UI, Vercel AI) with a live dashboard page."""
@@ -188,9 +188,7 @@ def run_command(options: RunOptions) -> int:
             log_file.close()
 
 
-def _workdir_backend(workdir: Path) -> Any:
-    from ..backends import FilesystemBackend
-
+def _workdir_backend(workdir: Path) -> FilesystemBackend:
     if not workdir.is_dir():
         raise BadInput(f"--workdir {str(workdir)!r} is not a directory: create it first, or pick another")
     return FilesystemBackend(workdir)
@@ -409,20 +407,14 @@ def serve_command(*, host: str, port: int, model: str | None, token: str | None)
     except ModelConfigError as exc:
         raise BadInput(str(exc)) from None
     try:
-        server = importlib.import_module("pydantic_deep.server")
-        serve_app: Callable[..., Any] = server.serve
-    except (ImportError, AttributeError) as exc:
-        raise BadInput(
-            f"the server is not available ({exc}); install it with pip install 'pydantic-deep[server]'"
-        ) from None
-    result = serve_app(host=host, port=port, model=model, token=token)
-    if inspect.isawaitable(result):
-        asyncio.run(_await(result))
+        from ..server import ServerConfigError, serve
+    except ImportError as exc:
+        raise BadInput(f"the server needs its extra: pip install 'pydantic-deep[server]' ({exc})") from None
+    try:
+        serve(host=host, port=port, model=model, token=token)
+    except ServerConfigError as exc:
+        raise BadInput(str(exc)) from None
     return EXIT_OK
-
-
-async def _await(awaitable: Any) -> None:
-    await awaitable
 
 
 # --- entry point -------------------------------------------------------------------------------------
