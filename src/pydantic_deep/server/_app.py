@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from pydantic_ai.agent import AbstractAgent
 from pydantic_ai.messages import ModelMessage, ModelMessagesTypeAdapter, sanitize_messages
 from pydantic_ai.models import Model
+from pydantic_ai.ui import UIAdapter
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocketDisconnect
 
@@ -110,7 +111,8 @@ def create_app(
                 created = await client.post("/runs", json={"prompt": "Plan a picnic"})
                 run_id = created.json()["run_id"]
                 stream = await client.get(f"/runs/{run_id}/events")
-                assert stream.text.startswith("id: 0\nevent: agent_start\ndata: {")
+                assert stream.text.startswith("id: 0")
+                assert "event: agent_end" in stream.text
 
 
     asyncio.run(main())
@@ -176,6 +178,18 @@ def create_app(
         redoc_url=None,
         lifespan=lifespan,
     )
+    plain_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = plain_openapi()
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                ok = operation.get("responses", {}).get("200", {}).get("content", {})
+                if "text/event-stream" in ok:  # FastAPI adds a JSON body to every 200; these only stream
+                    ok.pop("application/json", None)
+        return schema
+
+    app.openapi = openapi
     app.state.runs = runs
     app.state.bus = event_bus
     install_error_handlers(app)
@@ -234,6 +248,20 @@ def create_app(
             return value
         return -1 if query is None else query
 
+    async def protocol_response(adapter_type: type[UIAdapter[Any, Any, Any, Any, Any]], request: Request) -> Response:
+        """Run the agent for a UI protocol's request through Pydantic AI's adapter, counted against the run limit."""
+        try:
+            adapter = await adapter_type.from_request(request, agent=the_agent)
+        except ValidationError as exc:
+            raise ApiError.invalid(validation_errors(exc.errors())) from None
+        release = runs.acquire_slot()
+        try:
+            response = adapter.streaming_response(adapter.run_stream(deps=new_deps()))
+        except BaseException:
+            release()
+            raise
+        return _Releasing(response, release)
+
     # ---- the page -----------------------------------------------------------------------------------------
 
     @app.get("/", response_class=HTMLResponse, summary="The dashboard page", tags=["dashboard"])
@@ -262,7 +290,7 @@ def create_app(
     @app.get("/runs", response_model=RunList, summary="List recent runs", tags=["runs"], responses=_json_error(401))
     async def list_runs() -> RunList:
         """The runs the server still holds (running ones and finished ones within retention), newest first."""
-        return RunList(runs=[record.summary() for record in runs.list()])
+        return RunList(runs=[record.summary() for record in await runs.list()])
 
     @app.get(
         "/runs/{run_id}",
@@ -273,7 +301,7 @@ def create_app(
     )
     async def get_run(run_id: str) -> RunInfo:
         """Status (`running`, `succeeded`, `failed`, `cancelled`), timestamps, usage so far, output when done."""
-        record = runs.get(run_id)
+        record = await runs.get(run_id)
         if record is None:
             raise not_found(run_id)
         return record.info()
@@ -291,14 +319,14 @@ def create_app(
 
         Cancelling a finished run changes nothing and answers with its status.
         """
-        record = runs.cancel(run_id)
+        record = await runs.cancel(run_id)
         if record is None:
             raise not_found(run_id)
         return record.info()
 
     @app.get(
         "/runs/{run_id}/events",
-        response_class=EventStreamResponse,
+        response_model=None,
         summary="Stream a run's events (SSE)",
         tags=["runs"],
         responses={**_SSE_DOC, **_json_error(401, 404, 422)},
@@ -364,7 +392,7 @@ def create_app(
 
     @app.get(
         "/chat",
-        response_class=EventStreamResponse,
+        response_model=None,
         summary="Start a run and stream its answer text (SSE)",
         tags=["chat"],
         responses={**_SSE_DOC, **_json_error(401, 404, 413, 422, 429)},
@@ -435,13 +463,7 @@ def create_app(
             raise ApiError(
                 501, "not_installed", "AG-UI needs the ag-ui-protocol package: pip install 'pydantic-deep[server]'"
             ) from None
-        release = runs.acquire_slot()
-        try:
-            response = await AGUIAdapter[Any, Any].dispatch_request(request, agent=the_agent, deps=new_deps())
-        except BaseException:
-            release()
-            raise
-        return _Releasing(response, release)
+        return await protocol_response(AGUIAdapter[Any, Any], request)
 
     @app.post(
         "/vercel-ai",
@@ -459,13 +481,7 @@ def create_app(
         """The Vercel AI SDK data stream protocol through Pydantic AI's `VercelAIAdapter` (`useChat`)."""
         from pydantic_ai.ui.vercel_ai import VercelAIAdapter
 
-        release = runs.acquire_slot()
-        try:
-            response = await VercelAIAdapter[Any, Any].dispatch_request(request, agent=the_agent, deps=new_deps())
-        except BaseException:
-            release()
-            raise
-        return _Releasing(response, release)
+        return await protocol_response(VercelAIAdapter[Any, Any], request)
 
     return app
 

@@ -192,7 +192,7 @@ class RunRegistry:
         model_name: str | None = None,
     ) -> RunRecord:
         """Start a run in its own task and return at once; 429 `ApiError` when the limit is reached."""
-        self._prune()
+        await self.prune()
         self._check_capacity()
         record = RunRecord(run_id=str(uuid.uuid4()), prompt=prompt, model=model_name)
         self._running += 1
@@ -223,6 +223,10 @@ class RunRegistry:
             async with aclosing(stream) as events:
                 async for event in events:
                     record.observe(event)
+                    if record.status != "running":
+                        # Settled before anyone can read its agent_end: a client that saw the end can start
+                        # the next run at once, and sees the status the end announced.
+                        self._settle(record)
                     await self.bus.append(run_id, event)
         except asyncio.CancelledError:
             record.end("cancelled", error="the server stopped before the run finished")
@@ -232,59 +236,64 @@ class RunRegistry:
             logger.warning("run %s failed: %s: %s", run_id, type(exc).__name__, exc)
         finally:
             record.end("failed", error="the run ended without an agent_end event")
-            self._running -= 1
-            record.finished_monotonic = time.monotonic()
+            self._settle(record)
             with suppress(Exception):
                 await self.bus.close(run_id)
             self._schedule_prune()
 
-    def get(self, run_id: str) -> RunRecord | None:
-        self._prune()
+    def _settle(self, record: RunRecord) -> None:
+        if record.finished_monotonic is None:
+            record.finished_monotonic = time.monotonic()
+            self._running -= 1
+
+    async def get(self, run_id: str) -> RunRecord | None:
+        await self.prune()
         return self._runs.get(run_id)
 
-    def list(self) -> list[RunRecord]:
+    async def list(self) -> list[RunRecord]:
         """The runs held, newest first."""
-        self._prune()
+        await self.prune()
         return sorted(self._runs.values(), key=lambda r: r.created_at, reverse=True)
 
-    def cancel(self, run_id: str) -> RunRecord | None:
-        record = self.get(run_id)
+    async def cancel(self, run_id: str) -> RunRecord | None:
+        record = await self.get(run_id)
         if record is not None and record.status == "running":
             record.token.cancel()
         return record
 
     # ---- retention -------------------------------------------------------------------------------------
 
-    def _prune(self) -> None:
+    async def prune(self) -> None:
+        """Drop finished runs past the retention time, and the oldest beyond the retained count, with their logs."""
         now = time.monotonic()
         finished = sorted(
-            (r for r in self._runs.values() if r.finished_monotonic is not None),
+            (r for r in self._runs.values() if r.finished_monotonic is not None and (r.task is None or r.task.done())),
             key=lambda r: r.finished_monotonic or 0.0,
         )
         excess = len(finished) - self.max_retained_runs
+        dropped: list[str] = []
         for index, record in enumerate(finished):
             assert record.finished_monotonic is not None
             if index < excess or now - record.finished_monotonic >= self.retention_seconds:
                 del self._runs[record.run_id]
-                self._chore(self.bus.discard(record.run_id))
+                dropped.append(record.run_id)
+        for run_id in dropped:
+            await self.bus.discard(run_id)
 
     def _schedule_prune(self) -> None:
-        self._prune()
+        # Runs from the run's own task, which is not done yet: the timer drops it once the time is up.
         loop = asyncio.get_running_loop()
         handle: asyncio.TimerHandle | None = None
 
         def fire() -> None:
             if handle is not None:
                 self._timers.discard(handle)
-            self._prune()
+            task = loop.create_task(self.prune())
+            self._chores.add(task)
+            task.add_done_callback(self._chores.discard)
 
         handle = loop.call_later(self.retention_seconds, fire)
         self._timers.add(handle)
-
-    def _chore(self, coro: Any) -> None:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)
-        self._chores.add(task)
-        task.add_done_callback(self._chores.discard)
 
     # ---- shutdown --------------------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Mapping
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
-from ..bus import EventBus
+from ..bus import EventBus, UnknownRunError
 from ..streaming import StreamEvent, StreamEventType
 
 __all__ = ("KEEP_ALIVE", "EventStreamResponse", "event_frame", "follow_log", "sse_frame")
@@ -57,7 +57,10 @@ async def follow_log(
             return
         after = first[-1].seq
     while True:
-        batch = await bus.read(run_id, after, wait=keepalive)
+        try:
+            batch = await bus.read(run_id, after, wait=keepalive)
+        except UnknownRunError:  # dropped after its retention time while this reader lagged behind
+            return
         if batch.events:
             yield batch.events
             if is_last(batch.events[-1]):
@@ -78,9 +81,11 @@ class EventStreamResponse(Response):
 
     media_type = "text/event-stream"
 
-    def __init__(self, frames: AsyncIterator[bytes], *, headers: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, frames: AsyncIterator[bytes], status_code: int = 200, *, headers: Mapping[str, str] | None = None
+    ) -> None:
         self.frames = frames
-        self.status_code = 200
+        self.status_code = status_code
         self.background = None
         self.init_headers({"cache-control": "no-store", "x-accel-buffering": "no", **(headers or {})})
 
