@@ -27,7 +27,8 @@ class Call:
     args: dict[str, Any] = field(default_factory=dict[str, Any])
 
 
-Step = str | Call | Callable[[str], "str | Call"]
+Step = str | Call | list[Call] | Callable[[str], "str | Call"]
+"""A text answer, one tool call, several calls in one response, or any of these made from the prompt."""
 
 
 def prompt_of(messages: list[ModelMessage]) -> str:
@@ -38,25 +39,28 @@ def prompt_of(messages: list[ModelMessage]) -> str:
 
 
 def scripted(name: str, steps: Sequence[Step], *, cost: Decimal | None = None) -> FunctionModel:
-    """A model that takes `steps` in order, one per request: a text answer or a tool call.
+    """A model that takes `steps` in order, one per request: a text answer or tool calls.
 
     Non-streamed responses report 10 input and 5 output tokens (and `cost` when given); streamed ones
     get FunctionModel's own estimate.
     """
 
-    def step(messages: list[ModelMessage]) -> tuple[int, str | Call]:
+    def step(messages: list[ModelMessage]) -> tuple[int, str | list[Call]]:
         index = sum(isinstance(m, ModelResponse) for m in messages)
         chosen = steps[min(index, len(steps) - 1)]
-        return index, chosen(prompt_of(messages)) if callable(chosen) else chosen
+        made = chosen(prompt_of(messages)) if callable(chosen) else chosen
+        return index, [made] if isinstance(made, Call) else made
+
+    def call_id(index: int, position: int, call: Call) -> str:
+        return f"{call.tool}-{index}" if position == 0 else f"{call.tool}-{index}.{position}"
 
     async def respond(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
         index, chosen = step(messages)
         usage = RequestUsage(input_tokens=10, output_tokens=5, cost=cost)
         if isinstance(chosen, str):
             return ModelResponse(parts=[TextPart(chosen)], usage=usage)
-        return ModelResponse(
-            parts=[ToolCallPart(chosen.tool, chosen.args, tool_call_id=f"{chosen.tool}-{index}")], usage=usage
-        )
+        parts = [ToolCallPart(c.tool, c.args, tool_call_id=call_id(index, i, c)) for i, c in enumerate(chosen)]
+        return ModelResponse(parts=parts, usage=usage)
 
     async def stream(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str | DeltaToolCalls]:
         index, chosen = step(messages)
@@ -65,7 +69,8 @@ def scripted(name: str, steps: Sequence[Step], *, cost: Decimal | None = None) -
                 yield word
             return
         yield {
-            0: DeltaToolCall(name=chosen.tool, json_args=json.dumps(chosen.args), tool_call_id=f"{chosen.tool}-{index}")
+            i: DeltaToolCall(name=c.tool, json_args=json.dumps(c.args), tool_call_id=call_id(index, i, c))
+            for i, c in enumerate(chosen)
         }
 
     return FunctionModel(respond, stream_function=stream, model_name=name)

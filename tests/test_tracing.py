@@ -355,6 +355,43 @@ async def test_twenty_concurrent_runs_on_one_trace_context_build_twenty_separate
     assert memory.open_spans == []
 
 
+@pytest.mark.parametrize("mode", ["run", "run_stream"])
+async def test_parallel_delegations_in_one_response_nest_under_their_own_calls(mode: Mode) -> None:
+    parent = create_deep_agent(
+        scripted(
+            "parent-model",
+            [
+                [
+                    Call("delegate_task", {"agent_name": "researcher", "task": "the sun"}),
+                    Call("delegate_task", {"agent_name": "researcher", "task": "the moon"}),
+                ],
+                "Both done.",
+            ],
+        ),
+        subagents=[researcher()],
+        file_tools=False,
+        planning=False,
+    )
+    memory = InMemoryExporter()
+
+    await run_with(parent, "go", DeepAgentDeps(trace_context=TraceContext([memory])), mode)
+
+    [root] = memory.traces()
+    delegations = [node for node in root.children if node.span.kind == "tool_call"]
+    assert [
+        (tool_of(d.span).args, [(run_of(c.span).prompt, [s.name for s in c.walk()[1:]]) for c in d.children])
+        for d in delegations
+    ] == [
+        ({"agent_name": "researcher", "task": "the sun"}, [("the sun", ["child-model", "lookup", "child-model"])]),
+        ({"agent_name": "researcher", "task": "the moon"}, [("the moon", ["child-model", "lookup", "child-model"])]),
+    ]
+    # Each sub-agent's tool call belongs to its own task, though both ran at once.
+    for delegation in delegations:
+        [child] = delegation.children
+        lookup_span = next(s for s in child.walk() if s.name == "lookup")
+        assert tool_of(lookup_span).args == {"q": run_of(child.span).prompt}
+
+
 # --- failure and cancellation ---------------------------------------------------------------------------------
 
 

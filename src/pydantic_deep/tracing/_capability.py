@@ -42,8 +42,10 @@ class Tracing(AbstractCapability[Any]):
     """Records a span for the run, each model request and each tool call into the run's `TraceContext`.
 
     The trace context is `trace_context` when given, else the run's `deps.trace_context` (as on
-    `DeepAgentDeps`); with neither, every hook hands straight through. `create_deep_agent` installs
-    it; add it to any other agent with `Agent(..., capabilities=[Tracing()])`.
+    `DeepAgentDeps`); with neither, every hook hands straight through, so it costs a run no more than
+    any capability that does nothing. `create_deep_agent` installs it; add it to any other agent with
+    `Agent(..., capabilities=[Tracing()])`. A sub-agent's run is nested under the delegating call when
+    the sub-agent carries it too.
     """
 
     trace_context: TraceContext | None = None
