@@ -1,0 +1,291 @@
+"""The dashboard page in a real browser: the system Chromium, driven by Playwright, against a real uvicorn.
+
+Each test serves `create_app(...)` on a free port of 127.0.0.1 from a background thread, opens `GET /`,
+and works the page the way a person would. Screenshots land in `tests/artifacts/` (git-ignored).
+Playwright never downloads a browser here: it drives `/usr/bin/chromium`, which `make services`
+installs; without it these tests skip and say so.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import threading
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from playwright.sync_api import Browser, ConsoleMessage, Page, Request, expect, sync_playwright
+from pydantic_ai.messages import ModelMessage
+from pydantic_ai.models.function import AgentInfo, DeltaToolCalls, FunctionModel
+from starlette.types import ASGIApp
+
+from pydantic_deep import create_deep_agent
+from pydantic_deep.models import demo_model
+from pydantic_deep.server import create_app
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+ARTIFACTS = Path(__file__).parent / "artifacts"
+# Long enough per token that a reconnect lands mid-answer; the test waits on page state, never on time.
+DEMO_DELAY = 0.05
+WAIT_MS = 30_000
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        not os.access(CHROMIUM, os.X_OK),
+        reason=f"{CHROMIUM} is missing: run `make services` (it runs `apt-get install -y chromium`)",
+    ),
+]
+
+
+class _Server(uvicorn.Server):
+    """uvicorn that says when it is listening, so the test waits on a handshake instead of polling."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.ready = threading.Event()
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        self.ready.set()
+
+
+@contextmanager
+def serve(app: ASGIApp) -> Iterator[str]:
+    """Serve `app` with uvicorn on a free loopback port in a thread; yield its base URL."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = _Server(uvicorn.Config(app, log_level="warning", lifespan="auto"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="dashboard-uvicorn", daemon=True)
+    thread.start()
+    try:
+        assert server.ready.wait(timeout=20), "uvicorn did not start"
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=20)
+        sock.close()
+    assert not thread.is_alive(), "uvicorn did not stop"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@contextmanager
+def open_page(browser: Browser, url: str, *, color_scheme: Any = "light") -> Iterator[tuple[Page, list[str]]]:
+    """A fresh page on `url`; yields it with the list of script errors the page raised (must stay empty)."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, color_scheme=color_scheme)
+    page = context.new_page()
+    problems: list[str] = []
+    page.on("pageerror", lambda error: problems.append(f"pageerror: {error}"))
+
+    def on_console(message: ConsoleMessage) -> None:
+        if message.type == "error":
+            problems.append(f"console: {message.text}")
+
+    page.on("console", on_console)
+    page.goto(url)
+    try:
+        yield page, problems
+    finally:
+        context.close()
+
+
+def read_run_events(base: str, run_id: str, headers: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """Every event of a finished run, as the SSE endpoint replays it to a client that starts from scratch."""
+    events: list[dict[str, Any]] = []
+    with httpx.stream("GET", f"{base}/runs/{run_id}/events", headers=headers, timeout=30) as response:
+        assert response.status_code == 200
+        for line in response.iter_lines():
+            if line.startswith("data:"):
+                events.append(json.loads(line.removeprefix("data:").strip()))
+    return events
+
+
+def screenshot(page: Page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=ARTIFACTS / name, full_page=True)
+
+
+def submit(page: Page, prompt: str) -> None:
+    page.get_by_test_id("prompt-input").fill(prompt)
+    page.get_by_test_id("run-button").click()
+
+
+def test_dashboard_streams_a_demo_run_and_resumes_after_a_dropped_connection(browser: Browser) -> None:
+    app = create_app(create_deep_agent(demo_model(delay=DEMO_DELAY)))
+    with serve(app) as base, open_page(browser, f"{base}/") as (page, problems):
+        event_requests: list[str] = []
+        page.on("request", lambda request: event_requests.append(request.url) if "/events" in request.url else None)
+
+        submit(page, "Explain why streaming matters for agent UIs")
+        # The first chunk of the answer is on screen: the run is mid-answer. Cut the connection now.
+        # (A locator assertion, not wait_for_function: the page's Content-Security-Policy forbids eval.)
+        expect(page.get_by_test_id("answer")).to_have_text(re.compile(r"\S"), timeout=WAIT_MS)
+        dropped = page.evaluate("window.__dashboard.dropConnection()")
+        screenshot(page, "dashboard-streaming.png")
+        expect(page.get_by_test_id("run-status")).to_have_text("succeeded", timeout=WAIT_MS)
+
+        run_id = page.get_by_test_id("run-id").text_content()
+        assert run_id
+        status = httpx.get(f"{base}/runs/{run_id}", timeout=10).json()
+        assert status["status"] == "succeeded"
+        output = status["output"]
+        assert isinstance(output, str)
+        assert output.startswith("(This is pydantic-deep's offline demo model")
+
+        # Nothing lost, nothing repeated: the page shows exactly the run's output, and it really did
+        # reconnect mid-answer, from the last event it had.
+        assert page.get_by_test_id("answer").text_content() == output
+        assert 0 < dropped["textLength"] < len(output)
+        events_path = f"{base}/runs/{run_id}/events"
+        assert event_requests == [events_path, f"{events_path}?last_event_id={dropped['lastSeq']}"]
+        events = read_run_events(base, run_id)
+        state = page.evaluate("window.__dashboard.state")
+        assert state["lastSeq"] == events[-1]["seq"] == len(events) - 1
+        assert (state["eventCount"], state["gaps"], state["duplicatesSkipped"], state["connections"]) == (
+            len(events),
+            0,
+            0,
+            2,
+        )
+
+        # The tool timeline: every call in order, each with its measured duration.
+        tool_ends = [event["data"] for event in events if event["event_type"] == "tool_end"]
+        calls = page.get_by_test_id("tool-call")
+        expect(calls).to_have_count(3)
+        assert calls.get_by_test_id("tool-name").all_text_contents() == ["write_plan", "write_file", "read_file"]
+        assert [end["tool_name"] for end in tool_ends] == ["write_plan", "write_file", "read_file"]
+        for index, end in enumerate(tool_ends):
+            call = calls.nth(index)
+            assert call.get_attribute("data-status") == "ok"
+            duration = call.get_by_test_id("tool-duration")
+            assert float(duration.get_attribute("data-seconds") or "nan") == end["duration_seconds"]
+            assert re.fullmatch(r"\d+(\.\d)? ms|\d+\.\d\d s", duration.text_content() or "")
+        changes = [event["data"] for event in events if event["event_type"] == "file_change"]
+        assert len(changes) == 1
+        expect(page.get_by_test_id("timeline-note")).to_have_text([f"write {changes[0]['path']}"])
+
+        # The plan as the last plan_update of each item left it.
+        plan: dict[str, tuple[str, str]] = {}
+        for event in events:
+            if event["event_type"] == "plan_update":
+                plan[event["data"]["item_id"]] = (event["data"]["content"], event["data"]["status"])
+        items = page.get_by_test_id("plan-item")
+        assert items.get_by_test_id("plan-item-content").all_text_contents() == [
+            "Write notes about the request",
+            "Read the notes back",
+            "Answer",
+        ]
+        shown = [(item.get_attribute("data-item-id"), item.get_attribute("data-status")) for item in items.all()]
+        assert shown == [(item_id, item_status) for item_id, (_, item_status) in plan.items()]
+
+        # The counters end where the run ended.
+        end = events[-1]["data"]
+        assert events[-1]["event_type"] == "agent_end"
+        assert page.get_by_test_id("stat-steps").get_attribute("data-value") == str(end["total_iterations"])
+        assert page.get_by_test_id("stat-tokens").get_attribute("data-value") == str(end["total_tokens"])
+        assert page.get_by_test_id("stat-tools").text_content() == "3"
+        expect(page.get_by_test_id("error")).to_have_count(0)
+
+        # The recent-runs list knows the run.
+        page.get_by_test_id("runs-refresh").click()
+        expect(page.locator(f'[data-testid=run-item][data-run-id="{run_id}"]')).to_have_count(1)
+
+        screenshot(page, "dashboard.png")
+        page.emulate_media(color_scheme="dark")
+        screenshot(page, "dashboard-dark.png")
+        assert problems == []
+
+
+def test_dashboard_sends_the_token_it_is_given(browser: Browser) -> None:
+    app = create_app(create_deep_agent(demo_model(delay=0)), token="s3cret-token")
+    with serve(app) as base, open_page(browser, f"{base}/") as (page, problems):
+        authorizations: list[str | None] = []
+
+        def on_request(request: Request) -> None:
+            if "/runs" in request.url:
+                authorizations.append(request.headers.get("authorization"))
+
+        # The page learns from `GET /runs` that a token is needed, and says so before anyone runs anything.
+        expect(page.get_by_test_id("token-details")).to_have_attribute("data-needed", "true")
+        submit(page, "Hello")
+        # Without the token the server refuses the run; the page says so in red and opens the token box.
+        error = page.get_by_test_id("error")
+        expect(error).to_have_count(1)
+        expect(error).to_contain_text("401")
+        expect(page.get_by_test_id("token-input")).to_be_visible()
+        assert error.evaluate("node => getComputedStyle(node).color") == "rgb(185, 28, 28)"
+
+        page.on("request", on_request)
+        page.get_by_test_id("token-input").fill("s3cret-token")
+        page.get_by_test_id("run-button").click()
+        expect(page.get_by_test_id("run-status")).to_have_text("succeeded", timeout=WAIT_MS)
+        expect(page.get_by_test_id("error")).to_have_count(0)
+        assert authorizations
+        assert set(authorizations) == {"Bearer s3cret-token"}
+
+        run_id = page.get_by_test_id("run-id").text_content()
+        headers = {"Authorization": "Bearer s3cret-token"}
+        output = httpx.get(f"{base}/runs/{run_id}", headers=headers, timeout=10).json()["output"]
+        assert page.get_by_test_id("answer").text_content() == output
+        assert page.evaluate("sessionStorage.getItem('pydantic-deep.token')") == "s3cret-token"
+        expect(page.locator(f'[data-testid=run-item][data-run-id="{run_id}"]')).to_have_count(1)
+        # The only complaints are Chromium's own notes about the two refused requests (GET and POST /runs).
+        assert len(problems) == 2
+        assert all(re.fullmatch(r"console: Failed to load resource: .*\b401\b.*", problem) for problem in problems)
+
+
+def test_dashboard_shows_event_text_as_text_never_as_markup(browser: Browser) -> None:
+    app = create_app(create_deep_agent(demo_model(delay=0)))
+    with serve(app) as base, open_page(browser, f"{base}/") as (page, problems):
+        prompt = 'Say <img src="x" onerror="window.__pwned = 1"> and <b>bold</b>'
+        submit(page, prompt)
+        expect(page.get_by_test_id("run-status")).to_have_text("succeeded", timeout=WAIT_MS)
+        answer = page.get_by_test_id("answer")
+        expect(answer).to_contain_text(f"You asked: {prompt}")
+        assert answer.evaluate("node => node.children.length") == 0
+        assert page.evaluate("window.__pwned") is None
+        assert problems == []
+
+
+async def _broken_stream(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str | DeltaToolCalls]:
+    yield "Starting, then "
+    raise RuntimeError("the model fell over")
+
+
+def test_dashboard_shows_a_failed_run_in_red(browser: Browser) -> None:
+    agent = create_deep_agent(FunctionModel(stream_function=_broken_stream, model_name="broken"))
+    with serve(create_app(agent)) as base, open_page(browser, f"{base}/") as (page, problems):
+        submit(page, "Fail, please")
+        expect(page.get_by_test_id("run-status")).to_have_text("failed", timeout=WAIT_MS)
+        error = page.get_by_test_id("error")
+        expect(error).to_have_count(1)
+        expect(error).to_have_text("RuntimeError: the model fell over")
+        assert error.evaluate("node => getComputedStyle(node).color") == "rgb(185, 28, 28)"
+        assert page.get_by_test_id("answer").text_content() == "Starting, then "
+        screenshot(page, "dashboard-failed.png")
+        assert problems == []
