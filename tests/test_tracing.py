@@ -14,6 +14,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
+import httpx
 import pytest
 from dirty_equals import IsFloat, IsStr
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -39,7 +40,8 @@ from _tracing_helpers import (
     scripted,
     tool_of,
 )
-from pydantic_deep import DeepAgentDeps, create_deep_agent
+from pydantic_deep import DeepAgentDeps, create_deep_agent, demo_model
+from pydantic_deep.server import create_app
 from pydantic_deep.streaming import StreamEventType, run_stream
 from pydantic_deep.tracing import (
     AgentRunData,
@@ -390,6 +392,38 @@ async def test_parallel_delegations_in_one_response_nest_under_their_own_calls(m
         [child] = delegation.children
         lookup_span = next(s for s in child.walk() if s.name == "lookup")
         assert tool_of(lookup_span).args == {"q": run_of(child.span).prompt}
+
+
+async def test_runs_started_through_the_server_are_traced_under_their_run_ids() -> None:
+    memory = InMemoryExporter()
+    trace = TraceContext(exporters=[memory])
+    app = create_app(create_deep_agent(demo_model(delay=0)), deps=lambda: DeepAgentDeps(trace_context=trace))
+    run_ids: list[str] = []
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            for prompt in ("Plan a picnic", "Plan a party"):
+                run_id = (await client.post("/runs", json={"prompt": prompt})).json()["run_id"]
+                stream = await client.get(f"/runs/{run_id}/events")
+                assert "event: agent_end" in stream.text
+                run_ids.append(run_id)
+
+    roots = memory.traces()
+    assert [(run_of(root.span).run_id, run_of(root.span).prompt) for root in roots] == [
+        (run_ids[0], "Plan a picnic"),
+        (run_ids[1], "Plan a party"),
+    ]
+    for root in roots:
+        assert [(s.kind, s.name, s.status) for s in root.walk()] == [
+            ("agent_run", "assistant", "ok"),
+            ("model_request", "pydantic-deep-demo", "ok"),
+            ("tool_call", "write_plan", "ok"),
+            ("model_request", "pydantic-deep-demo", "ok"),
+            ("tool_call", "write_file", "ok"),
+            ("model_request", "pydantic-deep-demo", "ok"),
+            ("tool_call", "read_file", "ok"),
+            ("model_request", "pydantic-deep-demo", "ok"),
+        ]
 
 
 # --- failure and cancellation ---------------------------------------------------------------------------------
