@@ -272,6 +272,30 @@ def test_dashboard_shows_event_text_as_text_never_as_markup(browser: Browser) ->
         assert problems == []
 
 
+def test_dashboard_cancels_a_run(browser: Browser) -> None:
+    app = create_app(create_deep_agent(demo_model(delay=DEMO_DELAY)))
+    with serve(app) as base, open_page(browser, f"{base}/") as (page, problems):
+        cancel = page.get_by_test_id("cancel-button")
+        expect(cancel).to_be_disabled()
+        submit(page, "Take your time")
+        answer = page.get_by_test_id("answer")
+        expect(answer).to_have_text(re.compile(r"\S"), timeout=WAIT_MS)
+        cancel.click()
+        expect(page.get_by_test_id("run-status")).to_have_text("cancelled", timeout=WAIT_MS)
+        expect(cancel).to_be_disabled()
+        run_id = page.get_by_test_id("run-id").text_content()
+        status = httpx.get(f"{base}/runs/{run_id}", timeout=10).json()
+        assert status["status"] == "cancelled"
+        # What streamed before the cancel stays on screen, and it is all the run produced.
+        text = "".join(
+            event["data"]["text"] for event in read_run_events(base, run_id) if event["event_type"] == "llm_chunk"
+        )
+        assert answer.text_content() == text
+        assert text
+        expect(page.get_by_test_id("error")).to_have_count(0)
+        assert problems == []
+
+
 async def _broken_stream(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str | DeltaToolCalls]:
     yield "Starting, then "
     raise RuntimeError("the model fell over")
