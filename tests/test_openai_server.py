@@ -32,7 +32,7 @@ from pydantic_ai.models.openai import OpenAIChatModel, OpenAIResponsesModel
 from pydantic_ai.providers.openai import OpenAIProvider
 from pydantic_ai.run import AgentRunResultEvent
 
-from pydantic_deep.testing._openai_server import (
+from pydantic_deep.testing import (
     DEFAULT_TEXT_CHUNKS,
     FakeOpenAIServer,
     ScriptError,

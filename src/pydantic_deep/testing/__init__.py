@@ -11,9 +11,8 @@ Point Pydantic AI's real OpenAI client at it with `OPENAI_BASE_URL=server.base_u
 `OPENAI_API_KEY`), or pass `OpenAIProvider(base_url=server.base_url, api_key=...)`.
 """
 
-from ._openai_server import (
+from ._script import (
     DEFAULT_TEXT_CHUNKS,
-    FakeOpenAIServer,
     Script,
     ScriptError,
     ScriptMessage,
@@ -25,6 +24,7 @@ from ._openai_server import (
     ScriptToolCall,
     default_script,
 )
+from ._server import FakeOpenAIServer
 
 __all__ = (
     "DEFAULT_TEXT_CHUNKS",
