@@ -62,11 +62,13 @@ def create_deep_agent(
     """Build a deep agent: a plain `pydantic_ai.Agent[DeepAgentDeps, str]` with the harness capabilities.
 
     ```python
+    import asyncio
+
     from pydantic_deep import DeepAgentDeps, StateBackend, create_deep_agent
 
     agent = create_deep_agent()  # the offline demo model unless PYDANTIC_DEEP_MODEL is set
     deps = DeepAgentDeps(backend=StateBackend())
-    result = agent.run_sync("Plan a picnic", deps=deps)
+    result = asyncio.run(agent.run("Plan a picnic", deps=deps))
     assert "demo model" in result.output
     assert list(deps.backend.files) == ["/workspace/notes-plan-a-picnic.md"]
     ```
@@ -88,7 +90,10 @@ def create_deep_agent(
         entries = [entry if isinstance(entry, SubAgent) else SubAgent(entry) for entry in subagents]
         caps.append(
             SubAgents[DeepAgentDeps](
-                agents=entries, event_stream_handler=relay_subagent_events, shared_capabilities=[StreamTap()]
+                agents=entries,
+                event_stream_handler=relay_subagent_events,
+                # Delegated runs stream into the parent's stream and trace under the delegating call.
+                shared_capabilities=[StreamTap(), Tracing()],
             )
         )
     caps.append(Tracing())  # records spans when the run's deps carry a trace_context; a pass-through otherwise
