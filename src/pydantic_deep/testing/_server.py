@@ -61,9 +61,13 @@ class FakeOpenAIServer:
     """An OpenAI-compatible streaming server on 127.0.0.1, answering from a script.
 
     ```python
+    import asyncio
+
     from pydantic_ai import Agent
     from pydantic_ai.models.openai import OpenAIChatModel
     from pydantic_ai.providers.openai import OpenAIProvider
+
+    from pydantic_deep.testing import FakeOpenAIServer, ScriptReply, ScriptRequest, ScriptResult, ScriptToolCall
 
 
     def script(request: ScriptRequest) -> ScriptResult:
@@ -78,7 +82,7 @@ class FakeOpenAIServer:
 
     with FakeOpenAIServer(script) as server:
         model = OpenAIChatModel("gpt-4o", provider=OpenAIProvider(base_url=server.base_url, api_key="test"))
-        print(Agent(model, tools=[add]).run_sync("What is 1 + 2?").output)
+        print(asyncio.run(Agent(model, tools=[add]).run("What is 1 + 2?")).output)
         #> The answer is 3.
     ```
 
