@@ -8,6 +8,7 @@ after every event and so also refuses any append after the close. `read(after=n)
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from contextlib import suppress
 from typing import TYPE_CHECKING, Any, cast
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
 __all__ = ("RedisEventBus",)
 
 _OPEN_ID = "0-1"
+_BLOCK_SLICE = 5.0
 _CLOSED_ID = "1-0"
 
 
@@ -110,22 +112,26 @@ class RedisEventBus:
         if not await self._redis.exists(key):
             raise UnknownRunError(run_id)
         start = _event_id(after) if after >= 0 else _OPEN_ID
-        block: int | None
-        if wait is None:
-            block = 0
-        elif wait <= 0:
-            block = None
-        else:
-            block = max(1, round(wait * 1000))
-        reply = await self._redis.xread({key: start}, count=limit, block=block)
-        events: list[StreamEvent] = []
-        closed = False
-        for entry_id, fields in _entries(reply):
-            if entry_id == _CLOSED_ID:
-                closed = True
-            elif "event" in fields:
-                events.append(StreamEvent.from_json(fields["event"]))
-        return EventBatch(events=events, closed=closed)
+        loop = asyncio.get_running_loop()
+        deadline = None if wait is None else loop.time() + max(wait, 0.0)
+        while True:
+            # Block in slices, so a log discarded while we wait (XREAD would wait for its key forever) is noticed.
+            remaining = _BLOCK_SLICE if deadline is None else min(_BLOCK_SLICE, deadline - loop.time())
+            block = None if remaining <= 0 else max(1, round(remaining * 1000))
+            reply = await self._redis.xread({key: start}, count=limit, block=block)
+            events: list[StreamEvent] = []
+            closed = False
+            for entry_id, fields in _entries(reply):
+                if entry_id == _CLOSED_ID:
+                    closed = True
+                elif "event" in fields:
+                    events.append(StreamEvent.from_json(fields["event"]))
+            if events or closed:
+                return EventBatch(events=events, closed=closed)
+            if not await self._redis.exists(key):
+                return EventBatch(closed=True)
+            if deadline is not None and loop.time() >= deadline:
+                return EventBatch()
 
     async def exists(self, run_id: str) -> bool:
         return bool(await self._redis.exists(self._key(run_id)))

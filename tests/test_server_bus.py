@@ -1,0 +1,181 @@
+"""The event bus: the same contract for the in-process log and Redis Streams, and the server on Redis.
+
+Redis tests use the server on 127.0.0.1:6379 (started by `make services`) and skip, saying why, without it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import pytest
+
+from _server_helpers import Script, answer_text, client, events_of, parse_sse
+from pydantic_deep.bus import EventBatch, EventBus, InMemoryEventBus, RedisEventBus, UnknownRunError, follow
+from pydantic_deep.server import create_app
+from pydantic_deep.streaming import StreamEvent, llm_chunk_event
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+async def redis_bus() -> RedisEventBus:
+    bus = RedisEventBus(REDIS_URL, prefix=f"pydantic-deep-test:{uuid.uuid4().hex}:")
+    try:
+        await bus.exists("ping")
+    except Exception as exc:
+        await bus.aclose()
+        pytest.skip(f"Redis is not reachable at {REDIS_URL} ({type(exc).__name__}); run `make services`")
+    return bus
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+async def bus(request: pytest.FixtureRequest) -> AsyncIterator[EventBus]:
+    the_bus: EventBus = InMemoryEventBus() if request.param == "memory" else await redis_bus()
+    try:
+        yield the_bus
+    finally:
+        for run_id in ("r", "r2"):
+            await the_bus.discard(run_id)
+        await the_bus.aclose()
+
+
+def chunk(seq: int, text: str | None = None) -> StreamEvent:
+    event = llm_chunk_event(text=text if text is not None else f"t{seq}\n")
+    event.seq = seq
+    event.run_id = "r"
+    event.timestamp = datetime(2026, 1, 1, 12, 0, seq, tzinfo=UTC)
+    return event
+
+
+async def test_a_log_reads_from_any_seq_and_says_when_it_is_closed(bus: EventBus) -> None:
+    assert isinstance(bus, EventBus)
+    await bus.open("r")
+    assert await bus.exists("r") and not await bus.exists("r2")
+    assert await bus.read("r", wait=0) == EventBatch(events=[], closed=False)
+    for seq in range(5):
+        await bus.append("r", chunk(seq))
+    assert [e.seq for e in (await bus.read("r")).events] == [0, 1, 2, 3, 4]
+    assert (await bus.read("r", 2)).events == [chunk(3), chunk(4)]
+    assert await bus.read("r", 0, limit=2) == EventBatch(events=[chunk(1), chunk(2)], closed=False)
+    assert await bus.read("r", 4, wait=0) == EventBatch(events=[], closed=False)
+    await bus.close("r")
+    await bus.close("r")  # idempotent
+    assert await bus.read("r", 2) == EventBatch(events=[chunk(3), chunk(4)], closed=True)
+    assert await bus.read("r", 4) == EventBatch(events=[], closed=True)
+    assert [e.seq async for e in follow(bus, "r", after=1)] == [2, 3, 4]
+
+
+async def test_the_log_refuses_gaps_repeats_reopening_and_appends_after_close(bus: EventBus) -> None:
+    await bus.open("r")
+    with pytest.raises(ValueError, match="already has an event log"):
+        await bus.open("r")
+    await bus.append("r", chunk(0))
+    with pytest.raises(ValueError, match="expects seq 1 next, got 2"):
+        await bus.append("r", chunk(2))
+    with pytest.raises(ValueError, match="expects seq 1 next, got 0"):
+        await bus.append("r", chunk(0))
+    await bus.close("r")
+    with pytest.raises(ValueError):
+        await bus.append("r", chunk(1))
+    with pytest.raises(UnknownRunError) as unknown:
+        await bus.read("r2")
+    assert str(unknown.value) == "no event log for run 'r2'"
+    with pytest.raises(ValueError, match="limit must be at least 1"):
+        await bus.read("r", limit=0)
+
+
+async def blocked_in_read(bus: EventBus) -> None:
+    """Return once a reader is waiting inside `bus.read` (the handshake for the wake-up tests)."""
+    if isinstance(bus, InMemoryEventBus):
+        await asyncio.sleep(0)  # one step takes a new reader task to its wait
+        return
+    from redis.asyncio import Redis
+
+    observer = Redis.from_url(REDIS_URL, decode_responses=True)  # pyright: ignore[reportUnknownMemberType]
+    try:
+        # Redis itself says when a client sits blocked in XREAD; the state lives in another process, so ask.
+        while True:
+            clients = await observer.client_list()
+            if any(c.get("cmd") == "xread" and "b" in c.get("flags", "") for c in clients):
+                return
+            await asyncio.sleep(0.005)
+    finally:
+        await observer.aclose()
+
+
+async def test_a_waiting_reader_wakes_on_append_and_on_discard(bus: EventBus) -> None:
+    await bus.open("r")
+    waiting = asyncio.create_task(bus.read("r", -1))
+    await blocked_in_read(bus)
+    await bus.append("r", chunk(0, "woke"))
+    assert (await waiting).events == [chunk(0, "woke")]
+    ahead = asyncio.create_task(bus.read("r", 0))
+    await blocked_in_read(bus)
+    await bus.discard("r")
+    assert await ahead == EventBatch(events=[], closed=True)
+    assert not await bus.exists("r")
+    with pytest.raises(UnknownRunError):
+        await bus.read("r")
+    await bus.discard("r")  # nothing to do
+
+
+async def test_readers_each_go_at_their_own_pace_and_see_the_same_log(bus: EventBus) -> None:
+    await bus.open("r")
+
+    async def writer() -> None:
+        for seq in range(50):
+            await bus.append("r", chunk(seq))
+        await bus.close("r")
+
+    async def slow_reader() -> list[StreamEvent]:
+        got: list[StreamEvent] = []
+        after = -1
+        while True:
+            batch = await bus.read("r", after, limit=1)
+            got += batch.events
+            if batch.closed:
+                return got
+            after = got[-1].seq if got else after
+            await asyncio.sleep(0)
+
+    fast = asyncio.create_task(_collect(follow(bus, "r")))
+    slow = asyncio.create_task(slow_reader())
+    await writer()
+    assert await fast == await slow == [chunk(seq) for seq in range(50)]
+
+
+async def _collect(events: AsyncIterator[StreamEvent]) -> list[StreamEvent]:
+    return [event async for event in events]
+
+
+# ---- the server on Redis -------------------------------------------------------------------------------
+
+
+@pytest.mark.redis
+async def test_the_server_on_redis_streams_runs_and_another_server_can_follow_them() -> None:
+    bus = await redis_bus()
+    other_bus = RedisEventBus(REDIS_URL, prefix=bus.prefix)
+    script = Script(["over\nredis", " streams"])
+    try:
+        async with client(create_app(script.agent(), bus=bus)) as http:
+            run_id = (await http.post("/runs", json={"prompt": "redis"})).json()["run_id"]
+            here = events_of(parse_sse((await http.get(f"/runs/{run_id}/events")).text))
+            resumed = events_of(parse_sse((await http.get(f"/runs/{run_id}/events?last_event_id=2")).text))
+            # A second server (another process in production) on the same Redis: it follows the run too.
+            async with client(create_app(script.agent(), bus=other_bus)) as elsewhere:
+                there = await elsewhere.get(f"/runs/{run_id}/events")
+                status_there = await elsewhere.get(f"/runs/{run_id}")
+    finally:
+        await bus.aclose()
+    assert answer_text(here) == "over\nredis streams"
+    assert here[-1]["event_type"] == "agent_end" and [e["seq"] for e in here] == list(range(len(here)))
+    assert resumed == here[3:]
+    assert events_of(parse_sse(there.text)) == here
+    assert status_there.status_code == 404  # run status lives with the server that runs it
+
+
+def test_redis_bus_names_its_keys_and_connects_lazily() -> None:
+    bus = RedisEventBus("redis://127.0.0.1:1/0", prefix="p:")  # nothing listens there; nothing is tried yet
+    assert (bus.prefix, bus.retention_seconds, bus.max_run_seconds) == ("p:", 3600, 86_400)
