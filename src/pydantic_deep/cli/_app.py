@@ -275,7 +275,11 @@ async def _stream_to_display(
         with contextlib.suppress(asyncio.CancelledError):
             await ticker
         restore_signal()
-        display.close()
+        outcome = None
+        if reasons and display.state.phase == "cancelled":
+            interrupted = reasons[0] == "interrupted"
+            outcome = "interrupted (Ctrl-C)" if interrupted else f"timed out after {cancel_after or 0:g}s"
+        display.close(outcome)
     state = display.state
     if failure is not None and state.phase != "failed":
         _error_line(f"the run stopped: {type(failure).__name__}: {failure}")

@@ -43,8 +43,8 @@ class Display(Protocol):
         """Tell the user something about the run that is not an event (cancelling, timed out)."""
         ...
 
-    def close(self) -> None:
-        """The run is over: leave the final picture on screen."""
+    def close(self, outcome: str | None = None) -> None:
+        """The run is over: leave the final picture on screen, with `outcome` if it ended for a reason of ours."""
         ...
 
     def abort(self) -> None:
@@ -98,11 +98,11 @@ class LiveDisplay:
         self.view.notice = text
         self.tick()
 
-    def close(self) -> None:
+    def close(self, outcome: str | None = None) -> None:
         if self._started:
             self.live.stop()
         if self.state.event_count:
-            self.console.print(RunView(self.state, notice=self.view.notice))
+            self.console.print(RunView(self.state, notice=outcome))
 
     def abort(self) -> None:
         if self._started:
@@ -126,9 +126,9 @@ class StaticDisplay:
     def notice(self, text: str) -> None:
         self._notice = text
 
-    def close(self) -> None:
+    def close(self, outcome: str | None = None) -> None:
         if self.state.event_count:
-            self.console.print(RunView(self.state, notice=self._notice))
+            self.console.print(RunView(self.state, notice=outcome or self._notice))
 
     def abort(self) -> None:
         pass
@@ -152,8 +152,8 @@ class PlainDisplay:
         self.err.write(f"pydantic-deep: {text}\n")
         self.err.flush()
 
-    def close(self) -> None:
-        self.printer.close()
+    def close(self, outcome: str | None = None) -> None:
+        self.printer.close()  # the reason was on stderr when it happened
 
     def abort(self) -> None:
         pass
@@ -178,7 +178,7 @@ class JsonDisplay:
         self.err.write(f"pydantic-deep: {text}\n")
         self.err.flush()
 
-    def close(self) -> None:
+    def close(self, outcome: str | None = None) -> None:
         pass
 
     def abort(self) -> None:
