@@ -6,7 +6,10 @@ run here directly: each compiled with its file and line, in a fresh module names
 
 from __future__ import annotations
 
+import os
 import re
+import shlex
+import subprocess
 import sys
 import types
 from dataclasses import dataclass
@@ -61,3 +64,40 @@ def test_docs_example_runs(block: Block, offline_env: None) -> None:
 
 def test_docs_have_examples() -> None:
     assert len(blocks()) >= 10
+
+
+def test_readme_shows_what_make_demo_prints() -> None:
+    """The README's sample of `make demo` is the demo's real output, apart from timings and elided text."""
+    readme = (ROOT / "README.md").read_text()
+    sample = re.search(r"`make demo` prints.*?```text\n(.*?)```", readme, re.DOTALL)
+    assert sample is not None, "the README lost its sample of `make demo`"
+    makefile = (ROOT / "Makefile").read_text()
+    command = re.search(r"^demo:.*?\n\t.*?pydantic-deep run (\"[^\"]+\")", makefile, re.DOTALL | re.MULTILINE)
+    assert command is not None
+    env = {k: v for k, v in os.environ.items() if k not in ("PYDANTIC_DEEP_MODEL", "OPENAI_API_KEY")}
+    result = subprocess.run(
+        [sys.executable, "-m", "pydantic_deep.cli", "run", *shlex.split(command.group(1))],
+        capture_output=True,
+        text=True,
+        env={**env, "PYDANTIC_DEEP_DEMO_DELAY": "0", "NO_COLOR": "1", "COLUMNS": "100"},
+        timeout=90,
+    )
+    assert result.returncode == 0, result.stderr
+
+    def timeless(line: str) -> str:
+        return re.sub(r"\d+(\.\d+)?(ms|s)\b", "T", line)
+
+    printed = [timeless(line) for line in result.stdout.splitlines()]
+    shown = [timeless(line) for line in sample.group(1).splitlines()]
+    at = 0
+    for line in shown:  # in order; a line ending in "…" stands for any line it begins
+        if line == "…":
+            continue
+        prefix = line.removesuffix("…")
+        found = [
+            i
+            for i in range(at, len(printed))
+            if printed[i] == line or (line.endswith("…") and printed[i].startswith(prefix))
+        ]
+        assert found, f"README line {line!r} is not in the demo's output:\n{result.stdout}"
+        at = found[0] + 1
