@@ -22,6 +22,7 @@ import pytest
 
 from pydantic_deep.cli import PlainPrinter, main, read_event_log
 from pydantic_deep.streaming import StreamEvent, StreamEventType
+from pydantic_deep.testing import FakeOpenAIServer, ScriptReply, ScriptRequest, ScriptResult, ScriptToolCall
 
 PROMPT = "Explain why streaming matters for agent UIs"
 
@@ -189,6 +190,43 @@ def test_quiet_prints_only_the_answer(recorded_log: Path) -> None:
     quiet = cli("run", PROMPT, "--quiet")
     assert (quiet.returncode, quiet.stderr) == (0, "")
     assert quiet.stdout == read_event_log(recorded_log).events[-1].data["output"] + "\n"
+
+
+def test_a_real_provider_through_openai_base_url(tmp_path: Path) -> None:
+    # `--model openai:gpt-4o` goes through Pydantic AI's real OpenAI model (the Responses API) to our local server.
+    def script(request: ScriptRequest) -> ScriptResult:
+        if not request.tool_results:
+            call = ScriptToolCall("write_file", {"path": "a.txt", "content": "alpha"})
+            return ScriptReply(tool_calls=[call], input_tokens=1000, output_tokens=20)
+        return ScriptReply(text=["Saved ", "a.txt", "."], input_tokens=1100, output_tokens=3)
+
+    with FakeOpenAIServer(script, api_key="sk-local") as server:
+        env = cli_env(**server.env)
+        plain = cli("run", "Save a file", "--model", "openai:gpt-4o", "--workdir", tmp_path, env=env)
+        logged = cli("run", "Save a file", "--model", "openai:gpt-4o", "--json", env=env)
+    assert (plain.returncode, plain.stderr) == (0, "")
+    assert (tmp_path / "a.txt").read_text() == "alpha"
+    lines = plain.stdout.splitlines()
+    assert lines[:3] == ["❯ Save a file", "  assistant · openai:gpt-4o", "▸ write_file(path='a.txt', content='alpha')"]
+    assert "Saved a.txt." in lines
+    # gpt-4o's genai-prices rates: $2.50 and $10 per million input and output tokens.
+    assert lines[-1].startswith("✔ succeeded · 2 steps · 2,123 tokens · $0.0055 · ")
+    assert logged.returncode == 0
+    events = parse_json_lines(logged.stdout)
+    assert_contract_order(events)
+    assert collapsed(events) == [
+        "agent_start",
+        "progress",
+        "tool_start:write_file",
+        "file_change",
+        "tool_end:write_file",
+        "llm_chunk",
+        "progress",
+        "agent_end",
+    ]
+    assert round(events[-1].data["total_cost_usd"], 8) == 0.00548
+    assert [request["model"] for request in server.requests] == ["gpt-4o"] * 4
+    assert all("input" in request for request in server.requests)  # the Responses API
 
 
 def test_workdir_puts_the_agents_files_on_disk(tmp_path: Path) -> None:
