@@ -35,6 +35,7 @@ test: $(STAMP) services lint
 
 bench: $(STAMP)
 	$(VENV)/bin/python bench/bench_streaming.py
+	$(VENV)/bin/python bench/bench_fanout.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -67,6 +67,19 @@ async def test_a_log_reads_from_any_seq_and_says_when_it_is_closed(bus: EventBus
     assert [e.seq async for e in follow(bus, "r", after=1)] == [2, 3, 4]
 
 
+async def test_batches_carry_each_events_json_encoded_once_for_every_reader(bus: EventBus) -> None:
+    await bus.open("r")
+    for seq in range(4):
+        await bus.append("r", chunk(seq))
+    whole, tail = await bus.read("r"), await bus.read("r", 1, limit=1)
+    assert whole.lines == [chunk(seq).to_json() for seq in range(4)]
+    assert tail.lines == [chunk(2).to_json()] and tail.json_lines() is tail.lines
+    if isinstance(bus, InMemoryEventBus):  # one string per event, whoever reads it
+        assert tail.lines[0] is whole.lines[2] is (await bus.read("r", 1)).lines[0]
+    # A bus that leaves `lines` out still gets the JSON, encoded on demand.
+    assert EventBatch(events=[chunk(0)]).json_lines() == [chunk(0).to_json()]
+
+
 async def test_the_log_refuses_gaps_repeats_reopening_and_appends_after_close(bus: EventBus) -> None:
     await bus.open("r")
     with pytest.raises(ValueError, match="already has an event log"):

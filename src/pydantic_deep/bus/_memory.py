@@ -14,6 +14,8 @@ __all__ = ("InMemoryEventBus",)
 @dataclass(eq=False)
 class _Log:
     events: list[StreamEvent] = field(default_factory=list[StreamEvent])
+    # The events' JSON, encoded by the first reader that reaches them and then shared by all.
+    lines: list[str] = field(default_factory=list[str])
     closed: bool = False
     # Replaced on every change and set, so each waiting reader wakes once per append, with no queue per reader.
     changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -75,8 +77,10 @@ class InMemoryEventBus:
                         await log.changed.wait()
             except TimeoutError:
                 return EventBatch()
-        events = log.events[start : start + limit]
-        return EventBatch(events=events, closed=log.closed and start + len(events) >= len(log.events))
+        end = min(start + limit, len(log.events))
+        log.lines.extend(event.to_json() for event in log.events[len(log.lines) : end])
+        events = log.events[start:end]
+        return EventBatch(events=events, lines=log.lines[start:end], closed=log.closed and end >= len(log.events))
 
     async def exists(self, run_id: str) -> bool:
         return run_id in self._logs

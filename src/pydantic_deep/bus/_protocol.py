@@ -36,6 +36,17 @@ class EventBatch:
     """Events with `seq` greater than the one asked for, in order, without gaps."""
     closed: bool = False
     """The log is closed and `events` reach its end: no event will ever follow these."""
+    lines: list[str] = field(default_factory=list[str], compare=False)
+    """`events` as JSON (`StreamEvent.to_json()`), encoded once per log and shared by every reader.
+
+    A bus may leave it empty; `json_lines()` then encodes the events itself.
+    """
+
+    def json_lines(self) -> list[str]:
+        """`lines` when the bus filled them in, otherwise the events encoded now."""
+        if len(self.lines) == len(self.events):
+            return self.lines
+        return [event.to_json() for event in self.events]
 
 
 @runtime_checkable

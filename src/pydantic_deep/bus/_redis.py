@@ -120,14 +120,16 @@ class RedisEventBus:
             block = None if remaining <= 0 else max(1, round(remaining * 1000))
             reply = await self._redis.xread({key: start}, count=limit, block=block)
             events: list[StreamEvent] = []
+            lines: list[str] = []
             closed = False
             for entry_id, fields in _entries(reply):
                 if entry_id == _CLOSED_ID:
                     closed = True
                 elif "event" in fields:
+                    lines.append(fields["event"])  # stored as `to_json()` made it: no need to encode it again
                     events.append(StreamEvent.from_json(fields["event"]))
             if events or closed:
-                return EventBatch(events=events, closed=closed)
+                return EventBatch(events=events, lines=lines, closed=closed)
             if not await self._redis.exists(key):
                 return EventBatch(closed=True)
             if deadline is not None and loop.time() >= deadline:

@@ -348,8 +348,11 @@ def create_app(
             return Response(status_code=204)
 
         async def frames() -> AsyncIterator[bytes]:
-            async for batch in follow_log(event_bus, run_id, after, keepalive=keepalive_seconds, first=first.events):
-                yield b"".join(event_frame(event) for event in batch) if batch else KEEP_ALIVE
+            async for batch in follow_log(event_bus, run_id, after, keepalive=keepalive_seconds, first=first):
+                if not batch.events:
+                    yield KEEP_ALIVE
+                    continue
+                yield b"".join(map(event_frame, batch.events, batch.lines))
 
         return EventStreamResponse(frames())
 
@@ -376,10 +379,10 @@ def create_app(
             return
 
         async def pump() -> None:
-            batches = follow_log(event_bus, run_id, after, keepalive=keepalive_seconds, first=first.events)
+            batches = follow_log(event_bus, run_id, after, keepalive=keepalive_seconds, first=first)
             async for batch in batches:
-                for event in batch:
-                    await websocket.send_text(event.to_json())
+                for line in batch.lines:
+                    await websocket.send_text(line)
             await websocket.close(1000)
 
         async def drain() -> None:
@@ -433,11 +436,11 @@ def create_app(
         async def frames() -> AsyncIterator[bytes]:
             if announce:
                 yield sse_frame(json.dumps({"run_id": run_id}), event="run", id=f"{run_id}:-1")
-            async for batch in follow_log(event_bus, run_id, after, keepalive=keepalive_seconds, first=first.events):
-                if not batch:
+            async for batch in follow_log(event_bus, run_id, after, keepalive=keepalive_seconds, first=first):
+                if not batch.events:
                     yield KEEP_ALIVE
                     continue
-                yield b"".join(_chat_frame(run_id, event) for event in batch)
+                yield b"".join(_chat_frame(run_id, event) for event in batch.events)
 
         return EventStreamResponse(frames())
 

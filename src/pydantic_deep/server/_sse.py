@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Mapping
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
-from ..bus import EventBus, UnknownRunError
+from ..bus import EventBatch, EventBus, UnknownRunError
 from ..streaming import StreamEvent, StreamEventType
 
 __all__ = ("KEEP_ALIVE", "EventStreamResponse", "event_frame", "follow_log", "sse_frame")
@@ -34,9 +34,13 @@ def sse_frame(data: str, *, event: str | None = None, id: str | None = None) -> 
     return ("\n".join(lines) + "\n\n").encode()
 
 
-def event_frame(event: StreamEvent) -> bytes:
-    """A `StreamEvent` as the SSE message `GET /runs/{run_id}/events` sends."""
-    return sse_frame(event.to_json(), event=event.event_type.value, id=str(event.seq))
+def event_frame(event: StreamEvent, line: str | None = None) -> bytes:
+    """A `StreamEvent` as the SSE message `GET /runs/{run_id}/events` sends; `line` is its JSON if already made.
+
+    The JSON is one line (`to_json` escapes every line break), so it goes in a single `data:` field as is.
+    """
+    data = event.to_json() if line is None else line
+    return f"id: {event.seq}\nevent: {event.event_type.value}\ndata: {data}\n\n".encode()
 
 
 def is_last(event: StreamEvent) -> bool:
@@ -45,31 +49,37 @@ def is_last(event: StreamEvent) -> bool:
 
 
 async def follow_log(
-    bus: EventBus, run_id: str, after: int, *, keepalive: float, first: list[StreamEvent] | None = None
-) -> AsyncIterator[list[StreamEvent]]:
-    """Batches of the run's events past `after` until `agent_end` or the log's close; `[]` when idle `keepalive` s.
+    bus: EventBus, run_id: str, after: int, *, keepalive: float, first: EventBatch | None = None
+) -> AsyncIterator[EventBatch]:
+    """Batches of the run's events past `after` until `agent_end` or the log's close; an empty one when idle.
 
-    `first` is a batch already read (the endpoint reads one to answer 404 before the stream starts).
+    An empty batch comes after `keepalive` seconds without events. `first` is a batch already read (the
+    endpoint reads one to answer 404 before the stream starts). Every batch yielded has its `lines` filled.
     """
-    if first:
-        yield first
-        if is_last(first[-1]):
+    if first is not None and first.events:
+        yield _with_lines(first)
+        if is_last(first.events[-1]):
             return
-        after = first[-1].seq
+        after = first.events[-1].seq
     while True:
         try:
             batch = await bus.read(run_id, after, wait=keepalive)
         except UnknownRunError:  # dropped after its retention time while this reader lagged behind
             return
         if batch.events:
-            yield batch.events
+            yield _with_lines(batch)
             if is_last(batch.events[-1]):
                 return
             after = batch.events[-1].seq
         elif not batch.closed:
-            yield []
+            yield EventBatch()
         if batch.closed:
             return
+
+
+def _with_lines(batch: EventBatch) -> EventBatch:
+    lines = batch.json_lines()
+    return batch if lines is batch.lines else EventBatch(events=batch.events, lines=lines, closed=batch.closed)
 
 
 class EventStreamResponse(Response):
