@@ -369,7 +369,7 @@ def test_replay_rejects_a_file_that_is_not_an_event_log(tmp_path: Path) -> None:
     assert (result.returncode, result.stdout) == (2, "")
     assert result.stderr == (
         f"pydantic-deep: error: {str(notes)!r} is not a pydantic-deep event log "
-        "(line 1: Expecting value: line 1 column 1 (char 0))\n"
+        "(line 1: not a StreamEvent: not JSON (expected value at line 1 column 1))\n"
     )
 
 

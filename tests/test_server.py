@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import textwrap
@@ -15,7 +16,7 @@ from dirty_equals import IsFloat, IsInt, IsNow, IsStr
 from pydantic_ai.messages import ModelMessagesTypeAdapter, ModelRequest, SystemPromptPart, UserPromptPart
 
 from _server_helpers import Script, answer_text, client, events_of, parse_sse
-from pydantic_deep.bus import InMemoryEventBus
+from pydantic_deep.bus import EventBatch, InMemoryEventBus
 from pydantic_deep.server import ServerConfigError, check_bind, create_app, is_loopback, openapi_schema, serve
 
 ROOT = Path(__file__).parent.parent
@@ -478,11 +479,28 @@ async def test_finished_runs_beyond_the_retained_count_are_dropped_with_their_lo
     assert dropped.status_code == 404 and dropped_events.status_code == 404 and kept.status_code == 200
 
 
+class FollowedBus(InMemoryEventBus):
+    """Sets `following` once a reader waits for new events: a handshake, so a test knows a reader is there."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.following = asyncio.Event()
+
+    async def read(self, run_id: str, after: int = -1, *, limit: int = 256, wait: float | None = None) -> EventBatch:
+        if wait is not None and wait > 0:
+            self.following.set()
+        return await super().read(run_id, after, limit=limit, wait=wait)
+
+
 async def test_finished_runs_are_dropped_after_the_retention_time() -> None:
-    bus = InMemoryEventBus()
-    async with client(create_app(Script(["x"]).agent(), bus=bus, retention_seconds=0)) as http:
+    bus = FollowedBus()
+    script = Script(["x"], paced=True)
+    async with client(create_app(script.agent(), bus=bus, retention_seconds=0)) as http:
         run_id = await start(http)
-        events = await all_events(http, run_id)
+        reader = asyncio.create_task(all_events(http, run_id))
+        await bus.following.wait()  # the reader follows the log before the run can end and be dropped
+        script.allow(1)
+        events = await reader
         assert events[-1]["event_type"] == "agent_end"  # the whole stream reached the reader first
         assert (await http.get(f"/runs/{run_id}")).status_code == 404
         assert (await http.get("/runs")).json() == {"runs": []}

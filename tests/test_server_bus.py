@@ -182,6 +182,7 @@ async def test_the_server_on_redis_streams_runs_and_another_server_can_follow_th
                 status_there = await elsewhere.get(f"/runs/{run_id}")
     finally:
         await bus.aclose()
+        await other_bus.aclose()  # left open, its socket is closed by the garbage collector inside a later test
     assert answer_text(here) == "over\nredis streams"
     assert here[-1]["event_type"] == "agent_end" and [e["seq"] for e in here] == list(range(len(here)))
     assert resumed == here[3:]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import pytest
 from hypothesis import given
@@ -17,6 +19,7 @@ from pydantic_deep.streaming import (
     agent_start_event,
     error_event,
     llm_chunk_event,
+    payload_types,
     progress_event,
     stream_event_json_schema,
     tool_end_event,
@@ -35,21 +38,51 @@ json_values = st.recursive(
     max_leaves=12,
 )
 
-events = st.builds(
-    StreamEvent,
-    event_type=st.sampled_from(StreamEventType),
-    data=st.dictionaries(st.text(max_size=12), json_values, max_size=6),
-    timestamp=st.datetimes(
-        min_value=datetime(2000, 1, 1),
-        max_value=datetime(2100, 1, 1),
-        timezones=st.sampled_from([UTC, timezone(timedelta(hours=-5))]),
-    ),
-    seq=st.integers(0, 2**40),
-    run_id=st.text(max_size=40),
-    agent_name=st.none() | st.text(max_size=20),
-    parent_run_id=st.none() | st.text(max_size=40),
-    parent_tool_call_id=st.none() | st.text(max_size=40),
-    depth=st.integers(0, 5),
+
+def value_of(annotation: Any) -> st.SearchStrategy[Any]:
+    """Values of one payload field's type: JSON values where the type is `Any`."""
+    if annotation is Any:
+        return json_values
+    origin = get_origin(annotation)
+    if origin is Literal:
+        return st.sampled_from(get_args(annotation))
+    if origin in (Union, UnionType):
+        return st.one_of([value_of(arg) for arg in get_args(annotation)])
+    if origin is dict:
+        return st.dictionaries(st.text(max_size=8), json_values, max_size=4)
+    simple: dict[Any, st.SearchStrategy[Any]] = {
+        str: st.text(max_size=20),
+        int: st.integers(0, 2**40),
+        float: st.floats(allow_nan=False, allow_infinity=False),
+        bool: st.booleans(),
+        type(None): st.none(),
+    }
+    return simple[annotation]
+
+
+def payloads(event_type: StreamEventType) -> st.SearchStrategy[dict[str, Any]]:
+    hints = get_type_hints(payload_types()[event_type])
+    return st.fixed_dictionaries({key: value_of(hint) for key, hint in hints.items()})
+
+
+event_types = st.sampled_from(list(StreamEventType))
+events = event_types.flatmap(
+    lambda event_type: st.builds(
+        StreamEvent,
+        event_type=st.just(event_type),
+        data=payloads(event_type),
+        timestamp=st.datetimes(
+            min_value=datetime(2000, 1, 1),
+            max_value=datetime(2100, 1, 1),
+            timezones=st.sampled_from([UTC, timezone(timedelta(hours=-5))]),
+        ),
+        seq=st.integers(0, 2**40),
+        run_id=st.text(max_size=40),
+        agent_name=st.none() | st.text(max_size=20),
+        parent_run_id=st.none() | st.text(max_size=40),
+        parent_tool_call_id=st.none() | st.text(max_size=40),
+        depth=st.integers(0, 5),
+    )
 )
 
 

@@ -571,7 +571,7 @@ async def test_message_history_continues_a_conversation() -> None:
     agent = Agent(FunctionModel(stream_function=model))
     first, _ = await collect_stream_result(agent, "hello")
     assert first is not None
-    text = "".join([t async for t in stream_text(agent, "again", None, first.all_messages())])
+    text = "".join([t async for t in stream_text(agent, "again", None, message_history=first.all_messages())])
     assert text == "hello | again"
 
 

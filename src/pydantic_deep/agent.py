@@ -15,7 +15,7 @@ from pydantic_ai_harness import FileSystem, Planning, SubAgent, SubAgents
 
 from .deps import DeepAgentDeps
 from .models import resolve_model
-from .streaming._relay import StreamTap, relay_subagent_events
+from .streaming.capability import StreamTap, relay_subagent_events
 from .tracing import Tracing
 
 __all__ = ("DEFAULT_INSTRUCTIONS", "create_deep_agent")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-from ..streaming.types import StreamEvent
+from ..streaming.types import AnyStreamEvent
 from ._protocol import EventBatch, UnknownRunError
 
 __all__ = ("InMemoryEventBus",)
@@ -13,7 +13,7 @@ __all__ = ("InMemoryEventBus",)
 
 @dataclass(eq=False)
 class _Log:
-    events: list[StreamEvent] = field(default_factory=list[StreamEvent])
+    events: list[AnyStreamEvent] = field(default_factory=list[AnyStreamEvent])
     # The events' JSON, encoded by the first reader that reaches them and then shared by all.
     lines: list[str] = field(default_factory=list[str])
     closed: bool = False
@@ -47,7 +47,7 @@ class InMemoryEventBus:
             raise ValueError(f"run {run_id!r} already has an event log")
         self._logs[run_id] = _Log()
 
-    async def append(self, run_id: str, event: StreamEvent) -> None:
+    async def append(self, run_id: str, event: AnyStreamEvent) -> None:
         log = self._log(run_id)
         if log.closed:
             raise ValueError(f"the event log of run {run_id!r} is closed")

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from ..streaming.types import StreamEvent
+from ..streaming.types import AnyStreamEvent
 
 __all__ = ("EventBatch", "EventBus", "UnknownRunError", "follow")
 
@@ -32,7 +32,7 @@ class UnknownRunError(KeyError):
 class EventBatch:
     """What one `EventBus.read` returned."""
 
-    events: list[StreamEvent] = field(default_factory=list[StreamEvent])
+    events: list[AnyStreamEvent] = field(default_factory=list[AnyStreamEvent])
     """Events with `seq` greater than the one asked for, in order, without gaps."""
     closed: bool = False
     """The log is closed and `events` reach its end: no event will ever follow these."""
@@ -61,7 +61,7 @@ class EventBus(Protocol):
         """Create an empty log for `run_id`; `ValueError` if one exists."""
         ...
 
-    async def append(self, run_id: str, event: StreamEvent) -> None:
+    async def append(self, run_id: str, event: AnyStreamEvent) -> None:
         """Add `event` at the end of the log; its `seq` must be the log's length (`ValueError` otherwise)."""
         ...
 
@@ -91,7 +91,7 @@ class EventBus(Protocol):
         ...
 
 
-async def follow(bus: EventBus, run_id: str, after: int = -1) -> AsyncIterator[StreamEvent]:
+async def follow(bus: EventBus, run_id: str, after: int = -1) -> AsyncIterator[AnyStreamEvent]:
     """Yield a run's events with `seq > after`, then live ones as they are appended, until the log closes.
 
     ```python

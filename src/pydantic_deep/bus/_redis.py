@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from contextlib import suppress
 from typing import TYPE_CHECKING, Any, cast
 
-from ..streaming.types import StreamEvent
+from ..streaming.types import AnyStreamEvent, StreamEvent
 from ._protocol import EventBatch, UnknownRunError
 
 if TYPE_CHECKING:
@@ -78,7 +78,7 @@ class RedisEventBus:
         await self._redis.expire(key, self.max_run_seconds)
         self._next_seq[run_id] = 0
 
-    async def append(self, run_id: str, event: StreamEvent) -> None:
+    async def append(self, run_id: str, event: AnyStreamEvent) -> None:
         from redis.exceptions import ResponseError
 
         expected = self._next_seq.get(run_id)
@@ -119,7 +119,7 @@ class RedisEventBus:
             remaining = _BLOCK_SLICE if deadline is None else min(_BLOCK_SLICE, deadline - loop.time())
             block = None if remaining <= 0 else max(1, round(remaining * 1000))
             reply = await self._redis.xread({key: start}, count=limit, block=block)
-            events: list[StreamEvent] = []
+            events: list[AnyStreamEvent] = []
             lines: list[str] = []
             closed = False
             for entry_id, fields in _entries(reply):

@@ -5,11 +5,11 @@
 prints a run as plain streaming lines; `read_event_log` reads a JSONL event log back.
 """
 
+from ..streaming.state import PlanStep, RunState, SubagentActivity, ToolCall
 from ._app import app, main
 from ._format import summary_line
 from ._log import EventLog, EventLogError, read_event_log, split_runs, write_event
 from ._plain import PlainPrinter
-from ._state import PlanStep, RunState, SubagentActivity, ToolCall
 from ._view import RunView
 
 __all__ = (

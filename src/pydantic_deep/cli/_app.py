@@ -17,18 +17,19 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, TextIO
+from typing import TYPE_CHECKING, Annotated, TextIO
 
-import pydantic_ai
 import typer
-from pydantic_ai import CancellationToken
-from pydantic_ai.usage import UsageLimits
 from rich.console import Console
 
-from ..backends import FilesystemBackend
-from ..streaming.types import StreamEvent
+from ..streaming.types import AnyStreamEvent
 from ._displays import Display, JsonDisplay, LiveDisplay, PlainDisplay, StaticDisplay
 from ._log import EventLogError, read_event_log, split_runs, write_event
+
+if TYPE_CHECKING:  # `--help` and `replay` never import Pydantic AI: only `run` needs it
+    from pydantic_ai import CancellationToken
+
+    from ..backends import FilesystemBackend
 
 __all__ = ("app", "main")
 
@@ -152,7 +153,11 @@ class RunOptions:
 
 def run_command(options: RunOptions) -> int:
     """Check the options, build the agent, stream the run to the chosen display; return the exit status."""
-    from .. import DeepAgentDeps, create_deep_agent
+    import pydantic_ai
+    from pydantic_ai.usage import UsageLimits
+
+    from ..agent import create_deep_agent
+    from ..deps import DeepAgentDeps
     from ..models import ModelConfigError, resolve_model
 
     if not options.prompt.strip():
@@ -177,7 +182,7 @@ def run_command(options: RunOptions) -> int:
     try:
         display = _run_display(options)
 
-        def events(token: CancellationToken) -> AsyncIterator[StreamEvent]:
+        def events(token: CancellationToken) -> AsyncIterator[AnyStreamEvent]:
             from ..streaming import run_stream
 
             return run_stream(agent, options.prompt, deps, cancellation_token=token, usage_limits=limits)
@@ -189,6 +194,8 @@ def run_command(options: RunOptions) -> int:
 
 
 def _workdir_backend(workdir: Path) -> FilesystemBackend:
+    from ..backends import FilesystemBackend
+
     if not workdir.is_dir():
         raise BadInput(f"--workdir {str(workdir)!r} is not a directory: create it first, or pick another")
     return FilesystemBackend(workdir)
@@ -219,13 +226,15 @@ def _run_display(options: RunOptions) -> Display:
 
 
 async def _stream_to_display(
-    events: Callable[[CancellationToken], AsyncIterator[StreamEvent]],
+    events: Callable[[CancellationToken], AsyncIterator[AnyStreamEvent]],
     display: Display,
     log_file: TextIO | None,
     *,
     cancel_after: float | None,
 ) -> int:
     """Drive one run into `display` (and `log_file`), with Ctrl-C and `--timeout` cancelling it cleanly."""
+    from pydantic_ai import CancellationToken
+
     token = CancellationToken()
     loop = asyncio.get_running_loop()
     reasons: list[str] = []
@@ -367,7 +376,7 @@ class _ReplayClock:
         self.event_time: datetime | None = None
         self.shown_at = time.monotonic()
 
-    def mark(self, event: StreamEvent) -> None:
+    def mark(self, event: AnyStreamEvent) -> None:
         self.event_time = event.timestamp
         self.shown_at = time.monotonic()
 
@@ -378,7 +387,7 @@ class _ReplayClock:
 
 
 async def _replay_run(
-    events: list[StreamEvent], display: Display, *, speed: float | None, clock: _ReplayClock | None
+    events: list[AnyStreamEvent], display: Display, *, speed: float | None, clock: _ReplayClock | None
 ) -> None:
     ticker = asyncio.create_task(_tick(display))
     previous: datetime | None = None

@@ -15,10 +15,10 @@ from typing import Protocol, TextIO
 from rich.console import Console
 from rich.live import Live
 
-from ..streaming.types import StreamEvent, StreamEventType
+from ..streaming.state import RunState
+from ..streaming.types import AnyStreamEvent, StreamEventType
 from ._log import write_event
 from ._plain import PlainPrinter
-from ._state import RunState
 from ._view import RunView
 
 __all__ = ("Display", "JsonDisplay", "LiveDisplay", "PlainDisplay", "StaticDisplay")
@@ -31,7 +31,7 @@ class Display(Protocol):
 
     state: RunState
 
-    def handle(self, event: StreamEvent) -> None:
+    def handle(self, event: AnyStreamEvent) -> None:
         """Take one event, as it happens."""
         ...
 
@@ -83,7 +83,7 @@ class LiveDisplay:
             self._last_refresh = now
             self.live.refresh()
 
-    def handle(self, event: StreamEvent) -> None:
+    def handle(self, event: AnyStreamEvent) -> None:
         if not self._started:
             self._started = True
             self.live.start()
@@ -117,7 +117,7 @@ class StaticDisplay:
         self.state = RunState()
         self._notice: str | None = None
 
-    def handle(self, event: StreamEvent) -> None:
+    def handle(self, event: AnyStreamEvent) -> None:
         self.state.apply(event)
 
     def tick(self) -> None:
@@ -142,7 +142,7 @@ class PlainDisplay:
         self.state = self.printer.state
         self.err = err if err is not None else sys.stderr
 
-    def handle(self, event: StreamEvent) -> None:
+    def handle(self, event: AnyStreamEvent) -> None:
         self.printer.handle(event)
 
     def tick(self) -> None:
@@ -167,7 +167,7 @@ class JsonDisplay:
         self.state = RunState()
         self.err = err if err is not None else sys.stderr
 
-    def handle(self, event: StreamEvent) -> None:
+    def handle(self, event: AnyStreamEvent) -> None:
         self.state.apply(event)
         write_event(self.out, event)
 

@@ -9,7 +9,7 @@ import json
 from datetime import datetime
 from typing import Any
 
-from ._state import RunState
+from ..streaming.state import RunState
 
 __all__ = ("format_duration", "short_args", "short_result", "short_value", "summary_line")
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from ..streaming.types import StreamEvent, StreamEventType
+from ..streaming.types import AnyStreamEvent, StreamEvent, StreamEventType
 
 __all__ = ("EventLog", "EventLogError", "read_event_log", "split_runs", "write_event")
 
@@ -21,11 +21,11 @@ class EventLogError(ValueError):
 class EventLog:
     """The events of a log file, and whether its last line was cut off (a run that crashed mid-write)."""
 
-    events: list[StreamEvent]
+    events: list[AnyStreamEvent]
     truncated: bool = False
 
 
-def write_event(out: TextIO, event: StreamEvent) -> None:
+def write_event(out: TextIO, event: AnyStreamEvent) -> None:
     """Write one event as a line of JSON and flush, so a reader (or a crash) sees every event so far."""
     out.write(event.to_json() + "\n")
     out.flush()
@@ -48,7 +48,7 @@ def read_event_log(path: str | Path) -> EventLog:
     lines = [(number, line) for number, line in enumerate(raw.split("\n"), start=1) if line.strip()]
     if not lines:
         raise EventLogError(f"{str(path)!r} is empty: an event log has one JSON event per line")
-    events: list[StreamEvent] = []
+    events: list[AnyStreamEvent] = []
     for index, (number, line) in enumerate(lines):
         try:
             events.append(StreamEvent.from_json(line))
@@ -60,9 +60,9 @@ def read_event_log(path: str | Path) -> EventLog:
     return EventLog(events=events)
 
 
-def split_runs(events: Iterable[StreamEvent]) -> list[list[StreamEvent]]:
+def split_runs(events: Iterable[AnyStreamEvent]) -> list[list[AnyStreamEvent]]:
     """Split a log's events into runs: `--log` appends, so one file may hold several, each opened by `agent_start`."""
-    runs: list[list[StreamEvent]] = []
+    runs: list[list[AnyStreamEvent]] = []
     for event in events:
         if not runs or (event.event_type is StreamEventType.AGENT_START and event.depth == 0):
             runs.append([])

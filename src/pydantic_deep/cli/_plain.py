@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import TextIO
 
-from ..streaming.types import StreamEvent, StreamEventType
+from ..streaming.state import RunState
+from ..streaming.types import AnyStreamEvent, StreamEventType
 from ._format import STATUS_MARKS, clip, format_duration, short_args, short_result, summary_line
-from ._state import RunState
 
 __all__ = ("PlainPrinter",)
 
@@ -71,28 +71,26 @@ class PlainPrinter:
         self._plan_changed = False  # the top-level plan changed and has not been printed yet
         self._partial: dict[str, tuple[str, str]] = {}  # sub-agent text not yet ending in a newline
 
-    def handle(self, event: StreamEvent) -> None:
+    def handle(self, event: AnyStreamEvent) -> None:
         """Fold `event` into `state` and print what it means."""
         self.state.apply(event)
-        data = event.data
-        kind = event.event_type
         if self.quiet:
-            if kind is StreamEventType.LLM_CHUNK and event.depth == 0:
-                self._write_text(data["text"])
-            elif kind is StreamEventType.AGENT_END and event.depth == 0 and self._in_text:
+            if event.event_type is StreamEventType.LLM_CHUNK and event.depth == 0:
+                self._write_text(event.data["text"])
+            elif event.event_type is StreamEventType.AGENT_END and event.depth == 0 and self._in_text:
                 self._write("\n")
                 self._in_text = False
             return
         indent = "  " * event.depth
-        if self._plan_changed and kind is not StreamEventType.PLAN_UPDATE:
+        if self._plan_changed and event.event_type is not StreamEventType.PLAN_UPDATE:
             self._plan_changed = False
             self._line(_plan_line(self.state))
-        match kind:
+        match event.event_type:
             case StreamEventType.AGENT_START if event.depth == 0:
-                if data.get("prompt"):
-                    self._line(f"❯ {clip(data['prompt'], 400)}")
+                if prompt := event.data["prompt"]:
+                    self._line(f"❯ {clip(prompt, 400)}")
                 who = " · ".join(
-                    part for part in (data.get("agent_name") or event.agent_name, data.get("model")) if part
+                    part for part in (event.data.get("agent_name") or event.agent_name, event.data.get("model")) if part
                 )
                 if who:
                     self._line(f"  {who}")
@@ -101,47 +99,49 @@ class PlainPrinter:
                     self._flush_partials()
                     if self._started and not self._after_text:
                         self._write("\n")
-                self._write_text(data["text"])
+                self._write_text(event.data["text"])
             case StreamEventType.LLM_CHUNK | StreamEventType.THINKING_CHUNK:
-                label = "" if kind is StreamEventType.LLM_CHUNK else "thinking: "
-                self._sub_text(event.run_id, indent + ("│ " if event.depth else "  ") + label, data["text"])
+                label = "" if event.event_type is StreamEventType.LLM_CHUNK else "thinking: "
+                self._sub_text(event.run_id, indent + ("│ " if event.depth else "  ") + label, event.data["text"])
             case StreamEventType.TOOL_START:
-                self._line(f"{indent}▸ {data['tool_name']}({clip(short_args(data.get('args') or {}, 40), 100)})")
+                self._line(
+                    f"{indent}▸ {event.data['tool_name']}({clip(short_args(event.data.get('args') or {}, 40), 100)})"
+                )
             case StreamEventType.TOOL_PROGRESS:
-                if data.get("message") is not None or data.get("fraction") is not None:
-                    percent = f" ({data['fraction']:.0%})" if data.get("fraction") is not None else ""
-                    self._line(f"{indent}  · {clip(data.get('message') or '', 100)}{percent}")
+                if event.data.get("message") is not None or event.data.get("fraction") is not None:
+                    percent = f" ({event.data['fraction']:.0%})" if event.data.get("fraction") is not None else ""
+                    self._line(f"{indent}  · {clip(event.data.get('message') or '', 100)}{percent}")
             case StreamEventType.TOOL_END:
-                duration = format_duration(data.get("duration_seconds"))
+                duration = format_duration(event.data.get("duration_seconds"))
                 timing = f" · {duration}" if duration else ""
-                if data.get("error") is not None:
-                    self._line(f"{indent}✘ {data['tool_name']}{timing} · {clip(data['error'], 120)}")
+                if (error := event.data["error"]) is not None:
+                    self._line(f"{indent}✘ {event.data['tool_name']}{timing} · {clip(error, 120)}")
                 else:
-                    result = short_result(data.get("result"), 80)
-                    self._line(f"{indent}✔ {data['tool_name']}{timing}" + (f" → {result}" if result else ""))
+                    result = short_result(event.data.get("result"), 80)
+                    self._line(f"{indent}✔ {event.data['tool_name']}{timing}" + (f" → {result}" if result else ""))
             case StreamEventType.PLAN_UPDATE if event.depth == 0:
                 self._plan_changed = True
             case StreamEventType.PLAN_UPDATE:
-                if data.get("action") == "deleted":
-                    self._line(f"{indent}  plan − {clip(data.get('content') or '', 100)}")
+                if event.data.get("action") == "deleted":
+                    self._line(f"{indent}  plan − {clip(event.data.get('content') or '', 100)}")
                 else:
-                    mark = _PLAN_MARKS.get(data.get("status") or "", "•")
-                    self._line(f"{indent}  plan {mark} {clip(data.get('content') or '', 100)}")
+                    mark = _PLAN_MARKS.get(event.data.get("status") or "", "•")
+                    self._line(f"{indent}  plan {mark} {clip(event.data.get('content') or '', 100)}")
             case StreamEventType.FILE_CHANGE:
-                self._line(f"{indent}  file {data['operation']} {data['path']}")
+                self._line(f"{indent}  file {event.data['operation']} {event.data['path']}")
             case StreamEventType.SUBAGENT_START:
-                self._line(f"{indent}↳ {data['subagent_name']}: {clip(data.get('task') or '', 100)}")
+                self._line(f"{indent}↳ {event.data['subagent_name']}: {clip(event.data.get('task') or '', 100)}")
             case StreamEventType.SUBAGENT_END:
-                mark = STATUS_MARKS["succeeded" if data.get("success") else "failed"]
-                duration = format_duration(data.get("duration_seconds"))
-                output = short_result(data.get("output"), 80)
+                mark = STATUS_MARKS["succeeded" if event.data.get("success") else "failed"]
+                duration = format_duration(event.data.get("duration_seconds"))
+                output = short_result(event.data.get("output"), 80)
                 self._line(
-                    f"{indent}↲ {data['subagent_name']} {mark}"
+                    f"{indent}↲ {event.data['subagent_name']} {mark}"
                     + (f" {duration}" if duration else "")
                     + (f" → {output}" if output else "")
                 )
             case StreamEventType.ERROR if event.depth == 0:
-                self._line(f"✘ {data.get('exception_type') or 'Error'}: {data['error']}")
+                self._line(f"✘ {event.data.get('exception_type') or 'Error'}: {event.data['error']}")
             case StreamEventType.AGENT_END if event.depth == 0:
                 self._flush_partials()
                 if not self._in_text and not self._after_text:

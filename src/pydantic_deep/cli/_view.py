@@ -17,8 +17,8 @@ from rich.panel import Panel
 from rich.segment import Segment
 from rich.text import Text
 
+from ..streaming.state import PlanStep, RunState, SubagentActivity, ToolCall
 from ._format import STATUS_MARKS, clip, format_duration, short_args, short_result, summary_line
-from ._state import PlanStep, RunState, SubagentActivity, ToolCall
 
 __all__ = ("RunView",)
 

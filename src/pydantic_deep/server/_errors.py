@@ -3,6 +3,7 @@
 Exceptions:
 
     ApiError                       an error the client can act on (its status, code and message are sent)
+    TooManyRuns (from _runs)       the registry is at its concurrency limit: sent as 429 with Retry-After
     RequestValidationError         FastAPI's, for bad bodies and query parameters: sent as 422 naming the field
     starlette HTTPException        unknown routes (404), wrong methods (405), media types (415): sent as is
     any other Exception            sent as 500 "internal error"; the traceback goes to the log, never the client
@@ -19,6 +20,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ._runs import TooManyRuns
 
 __all__ = ("ApiError", "ErrorBody", "ErrorDetail", "FieldError", "error_response", "install_error_handlers")
 
@@ -142,7 +145,12 @@ def install_error_handlers(app: FastAPI) -> None:
         logger.error("unhandled error in %s %s", request.method, request.url.path, exc_info=exc)
         return error_response(500, "internal_error", "internal server error; the server log has the details")
 
+    async def on_too_many_runs(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, TooManyRuns)
+        return error_response(429, "too_many_runs", str(exc), headers={"Retry-After": str(exc.retry_after)})
+
     app.add_exception_handler(ApiError, on_api_error)
+    app.add_exception_handler(TooManyRuns, on_too_many_runs)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(Exception, on_unexpected)

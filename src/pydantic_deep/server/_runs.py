@@ -22,11 +22,10 @@ from pydantic_ai.messages import ModelMessage
 from pydantic_ai.models import Model
 
 from ..bus import EventBus
-from ..streaming import StreamEvent, StreamEventType, run_stream
-from ._errors import ApiError
-from ._wire import RunInfo, RunState, RunSummary, RunUsageInfo
+from ..streaming import AnyStreamEvent, RunState, StreamEventType, run_stream
+from ._wire import RunInfo, RunStatusName, RunSummary, RunUsageInfo
 
-__all__ = ("RunRecord", "RunRegistry")
+__all__ = ("RunRecord", "RunRegistry", "TooManyRuns")
 
 logger = logging.getLogger("pydantic_deep.server")
 
@@ -34,86 +33,72 @@ RETRY_AFTER_SECONDS = 1
 """What a 429 tells the client to wait before trying again."""
 
 
+class TooManyRuns(Exception):
+    """The concurrency limit is reached; the client may try again after `retry_after` seconds."""
+
+    def __init__(self, limit: int, retry_after: int = RETRY_AFTER_SECONDS) -> None:
+        super().__init__(f"{limit} runs are already in progress; try again shortly")
+        self.limit = limit
+        self.retry_after = retry_after
+
+
 @dataclass(kw_only=True, eq=False)
 class RunRecord:
-    """What the server knows about one run, kept current from its events."""
+    """What the server knows about one run: how it was started, and its events folded into a `RunState`."""
 
     run_id: str
     prompt: str
     model: str | None
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     token: CancellationToken = field(default_factory=CancellationToken)
-    status: RunState = "running"
-    events: int = 0
-    last_seq: int | None = None
-    last_event_at: datetime | None = None
+    state: RunState = field(default_factory=RunState)
+    status: RunStatusName = "running"
     finished_at: datetime | None = None
-    duration_seconds: float | None = None
-    usage: RunUsageInfo = field(default_factory=RunUsageInfo)
-    output: Any = None
     error: str | None = None
+    """What ended the run when its own events do not say (the server stopped, the stream broke)."""
     task: asyncio.Task[None] | None = None
     finished_monotonic: float | None = None
 
-    def observe(self, event: StreamEvent) -> None:
-        self.events += 1
-        self.last_seq = event.seq
-        self.last_event_at = event.timestamp
-        if event.depth != 0:
-            return
-        data = event.data
-        match event.event_type:
-            case StreamEventType.PROGRESS:
-                self.usage = RunUsageInfo(
-                    iterations=data["iteration"],
-                    requests=data["requests"] or 0,
-                    input_tokens=data["input_tokens"] or 0,
-                    output_tokens=data["output_tokens"] or 0,
-                    total_tokens=data["total_tokens"] or 0,
-                    tool_calls=data["tool_calls"] or 0,
-                    total_cost_usd=data["total_cost_usd"],
-                )
-            case StreamEventType.ERROR:
-                self.error = data["error"]
-            case StreamEventType.AGENT_END:
-                self.usage = self.usage.model_copy(
-                    update={
-                        "iterations": data["total_iterations"],
-                        "total_tokens": data["total_tokens"] or self.usage.total_tokens,
-                        "total_cost_usd": data["total_cost_usd"],
-                    }
-                )
-                self.output = data["output"]
-                self.duration_seconds = data["duration_seconds"]
-                self.end(data["status"], at=event.timestamp)
-            case _:
-                pass
+    def observe(self, event: AnyStreamEvent) -> None:
+        self.state.apply(event)
+        if event.event_type is StreamEventType.AGENT_END and event.depth == 0:
+            self.end(event.data["status"], at=event.timestamp)
 
-    def end(self, status: RunState, *, at: datetime | None = None, error: str | None = None) -> None:
+    def end(self, status: RunStatusName, *, at: datetime | None = None, error: str | None = None) -> None:
         if self.status != "running":
             return
         self.status = status
         self.finished_at = at or datetime.now(UTC)
-        if error is not None and self.error is None:
+        if error is not None and self.state.error is None:
             self.error = error
-        if self.duration_seconds is None:
-            self.duration_seconds = (self.finished_at - self.created_at).total_seconds()
 
     def info(self) -> RunInfo:
+        state = self.state
+        duration = state.duration_seconds
+        if duration is None and self.finished_at is not None:
+            duration = (self.finished_at - self.created_at).total_seconds()
         return RunInfo(
             run_id=self.run_id,
             status=self.status,
             prompt=self.prompt,
             model=self.model,
             created_at=self.created_at,
-            last_event_at=self.last_event_at,
+            last_event_at=state.last_event_at,
             finished_at=self.finished_at,
-            duration_seconds=self.duration_seconds,
-            events=self.events,
-            last_seq=self.last_seq,
-            usage=self.usage,
-            output=self.output,
-            error=self.error,
+            duration_seconds=duration,
+            events=state.event_count,
+            last_seq=state.last_seq,
+            usage=RunUsageInfo(
+                iterations=state.steps,
+                requests=state.requests or 0,
+                input_tokens=state.input_tokens or 0,
+                output_tokens=state.output_tokens or 0,
+                total_tokens=state.total_tokens or 0,
+                tool_calls=state.tool_calls or 0,
+                total_cost_usd=state.total_cost_usd,
+            ),
+            output=state.output,
+            error=state.error or self.error,
             cancel_requested=self.token.cancelled,
         )
 
@@ -160,15 +145,10 @@ class RunRegistry:
 
     def _check_capacity(self) -> None:
         if self._running + self._slots >= self.max_concurrent_runs:
-            raise ApiError(
-                429,
-                "too_many_runs",
-                f"{self.max_concurrent_runs} runs are already in progress; try again shortly",
-                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-            )
+            raise TooManyRuns(self.max_concurrent_runs)
 
     def acquire_slot(self) -> Callable[[], None]:
-        """Count one protocol-endpoint run against the limit (429 when full); call the result to release it."""
+        """Count one protocol-endpoint run against the limit (`TooManyRuns` when full); call the result to free it."""
         self._check_capacity()
         self._slots += 1
         released = False
@@ -191,7 +171,7 @@ class RunRegistry:
         model: Model | None = None,
         model_name: str | None = None,
     ) -> RunRecord:
-        """Start a run in its own task and return at once; 429 `ApiError` when the limit is reached."""
+        """Start a run in its own task and return at once; `TooManyRuns` when the limit is reached."""
         await self.prune()
         self._check_capacity()
         record = RunRecord(run_id=str(uuid.uuid4()), prompt=prompt, model=model_name)
@@ -215,7 +195,7 @@ class RunRegistry:
                 self.agent,
                 record.prompt,
                 self.deps(),
-                history,
+                message_history=history,
                 cancellation_token=record.token,
                 model=model,
                 run_id=run_id,

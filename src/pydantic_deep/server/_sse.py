@@ -15,7 +15,7 @@ from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 from ..bus import EventBatch, EventBus, UnknownRunError
-from ..streaming import StreamEvent, StreamEventType
+from ..streaming import AnyStreamEvent, StreamEvent, StreamEventType
 
 __all__ = ("KEEP_ALIVE", "EventStreamResponse", "event_frame", "follow_log", "sse_frame")
 
@@ -34,7 +34,7 @@ def sse_frame(data: str, *, event: str | None = None, id: str | None = None) -> 
     return ("\n".join(lines) + "\n\n").encode()
 
 
-def event_frame(event: StreamEvent, line: str | None = None) -> bytes:
+def event_frame(event: AnyStreamEvent, line: str | None = None) -> bytes:
     """A `StreamEvent` as the SSE message `GET /runs/{run_id}/events` sends; `line` is its JSON if already made.
 
     The JSON is one line (`to_json` escapes every line break), so it goes in a single `data:` field as is.

@@ -8,9 +8,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, field_validator
 from pydantic_core import PydanticCustomError
 
-__all__ = ("RunCreated", "RunInfo", "RunList", "RunRequest", "RunState", "RunSummary", "RunUsageInfo")
+__all__ = ("RunCreated", "RunInfo", "RunList", "RunRequest", "RunStatusName", "RunSummary", "RunUsageInfo")
 
-RunState = Literal["running", "succeeded", "failed", "cancelled"]
+RunStatusName = Literal["running", "succeeded", "failed", "cancelled"]
 
 
 class RunRequest(BaseModel):
@@ -59,7 +59,7 @@ class RunSummary(BaseModel):
     """One entry of `GET /runs`."""
 
     run_id: str
-    status: RunState
+    status: RunStatusName
     prompt: str = Field(description="The prompt, cut to 200 characters.")
     model: str | None = None
     created_at: datetime
@@ -76,7 +76,7 @@ class RunInfo(BaseModel):
     """`GET /runs/{run_id}`: where a run stands."""
 
     run_id: str
-    status: RunState
+    status: RunStatusName
     prompt: str
     model: str | None = None
     created_at: datetime

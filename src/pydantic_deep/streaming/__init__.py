@@ -11,25 +11,55 @@ async def main() -> None:
         if event.event_type == StreamEventType.LLM_CHUNK:
             print(event.data["text"], end="")
 ```
+
+The event model (`types`) and the fold of a stream (`state`) import nothing of Pydantic AI, so a
+program that only reads events (a log viewer, replay) starts fast; the functions that run agents
+are imported on first use.
 """
 
-from ._relay import StreamTap, ToolProgressEvent, relay_subagent_events, report_progress
-from ._views import (
-    ToolCallUpdate,
-    collect_stream_result,
-    merge_streams,
-    run_stream,
-    run_stream_with_tools,
-    stream_text,
-    stream_tool_calls,
-)
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_attributes
+from .state import CallStatus, PlanStep, RunPhase, RunState, SubagentActivity, ToolCall
 from .types import (
+    AgentEndData,
+    AgentEndStreamEvent,
+    AgentStartData,
+    AgentStartStreamEvent,
+    AnyStreamEvent,
+    ErrorData,
+    ErrorStreamEvent,
+    FileChangeData,
+    FileChangeStreamEvent,
+    LlmChunkStreamEvent,
+    PlanUpdateData,
+    PlanUpdateStreamEvent,
+    ProgressData,
+    ProgressStreamEvent,
+    RunStatus,
     StreamEvent,
     StreamEventType,
+    SubagentEndData,
+    SubagentEndStreamEvent,
+    SubagentStartData,
+    SubagentStartStreamEvent,
+    TextData,
+    ThinkingChunkStreamEvent,
+    ToolArgsDeltaData,
+    ToolArgsDeltaStreamEvent,
+    ToolEndData,
+    ToolEndStreamEvent,
+    ToolProgressData,
+    ToolProgressStreamEvent,
+    ToolStartData,
+    ToolStartStreamEvent,
     agent_end_event,
     agent_start_event,
     error_event,
     llm_chunk_event,
+    payload_types,
     progress_event,
     stream_event_json_schema,
     thinking_chunk_event,
@@ -37,18 +67,90 @@ from .types import (
     tool_start_event,
 )
 
+if TYPE_CHECKING:
+    from ._views import (
+        EventCallback,
+        RunOptions,
+        ToolCallUpdate,
+        collect_stream_result,
+        merge_streams,
+        run_stream,
+        run_stream_with_tools,
+        stream_text,
+        stream_tool_calls,
+    )
+    from .capability import StreamTap, ToolProgressEvent, relay_subagent_events, report_progress
+
+_LAZY = {
+    "EventCallback": "._views",
+    "RunOptions": "._views",
+    "ToolCallUpdate": "._views",
+    "collect_stream_result": "._views",
+    "merge_streams": "._views",
+    "run_stream": "._views",
+    "run_stream_with_tools": "._views",
+    "stream_text": "._views",
+    "stream_tool_calls": "._views",
+    "StreamTap": ".capability",
+    "ToolProgressEvent": ".capability",
+    "relay_subagent_events": ".capability",
+    "report_progress": ".capability",
+}
+
+
+__getattr__ = lazy_attributes(__name__, _LAZY)
+
+
 __all__ = (
+    "AgentEndData",
+    "AgentEndStreamEvent",
+    "AgentStartData",
+    "AgentStartStreamEvent",
+    "AnyStreamEvent",
+    "CallStatus",
+    "ErrorData",
+    "ErrorStreamEvent",
+    "EventCallback",
+    "FileChangeData",
+    "FileChangeStreamEvent",
+    "LlmChunkStreamEvent",
+    "PlanStep",
+    "PlanUpdateData",
+    "PlanUpdateStreamEvent",
+    "ProgressData",
+    "ProgressStreamEvent",
+    "RunOptions",
+    "RunPhase",
+    "RunState",
+    "RunStatus",
     "StreamEvent",
     "StreamEventType",
     "StreamTap",
+    "SubagentActivity",
+    "SubagentEndData",
+    "SubagentEndStreamEvent",
+    "SubagentStartData",
+    "SubagentStartStreamEvent",
+    "TextData",
+    "ThinkingChunkStreamEvent",
+    "ToolArgsDeltaData",
+    "ToolArgsDeltaStreamEvent",
+    "ToolCall",
     "ToolCallUpdate",
+    "ToolEndData",
+    "ToolEndStreamEvent",
+    "ToolProgressData",
     "ToolProgressEvent",
+    "ToolProgressStreamEvent",
+    "ToolStartData",
+    "ToolStartStreamEvent",
     "agent_end_event",
     "agent_start_event",
     "collect_stream_result",
     "error_event",
     "llm_chunk_event",
     "merge_streams",
+    "payload_types",
     "progress_event",
     "relay_subagent_events",
     "report_progress",

@@ -6,7 +6,7 @@ import asyncio
 import inspect
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import aclosing
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from pydantic_ai import AgentRunResult, CancellationToken
 from pydantic_ai.agent import AbstractAgent
@@ -15,9 +15,11 @@ from pydantic_ai.models import Model
 from pydantic_ai.usage import UsageLimits
 
 from ._core import RunOutcome, StreamOptions, stream_run
-from .types import StreamEvent, StreamEventType
+from .types import AnyStreamEvent, StreamEventType
 
 __all__ = (
+    "EventCallback",
+    "RunOptions",
     "ToolCallUpdate",
     "collect_stream_result",
     "merge_streams",
@@ -27,77 +29,63 @@ __all__ = (
     "stream_tool_calls",
 )
 
-EventCallback = Callable[[StreamEvent], Awaitable[None] | None]
+EventCallback = Callable[[AnyStreamEvent], Awaitable[None] | None]
+"""`on_event` of `collect_stream_result`: a plain function or a coroutine function."""
+
+
+class RunOptions(TypedDict, total=False):
+    """The keyword options every streaming function takes, all optional."""
+
+    message_history: Sequence[ModelMessage] | None
+    """Earlier messages to continue from, e.g. `result.all_messages()` of a previous run."""
+    model: Model | str | None
+    """Run on this model instead of the agent's own."""
+    usage_limits: UsageLimits | None
+    """Pydantic AI's limits on requests, tokens and tool calls for this run."""
+    cancellation_token: CancellationToken | None
+    """Cancel it to end the run with `agent_end` status `cancelled`, keeping the usage so far."""
+    run_id: str | None
+    """The top-level run's id (a new UUID when not given)."""
+    emit_progress: bool
+    """Whether `progress` events are sent (default `True`)."""
+
+
+def _options(options: RunOptions, *, tool_args_deltas: bool = False) -> StreamOptions:
+    return StreamOptions(tool_args_deltas=tool_args_deltas, **options)
 
 
 def run_stream(
-    agent: AbstractAgent[Any, Any],
-    prompt: str | None,
-    deps: Any = None,
-    message_history: Sequence[ModelMessage] | None = None,
-    *,
-    cancellation_token: CancellationToken | None = None,
-    usage_limits: UsageLimits | None = None,
-    model: Model | str | None = None,
-    run_id: str | None = None,
-) -> AsyncGenerator[StreamEvent]:
+    agent: AbstractAgent[Any, Any], prompt: str | None, deps: Any = None, **options: Unpack[RunOptions]
+) -> AsyncGenerator[AnyStreamEvent]:
     """Run `agent` and yield every `StreamEvent` as it happens: text, tools, progress, errors, sub-agents.
 
-    `deps` are the run's dependencies (a `DeepAgentDeps` for a deep agent); `message_history` continues
-    a conversation (e.g. `result.all_messages()` of an earlier run). The first event is `agent_start`
-    and the last `agent_end`; when the run fails, `error` and `agent_end` come first and then the
-    exception is raised. Breaking out of the loop or cancelling the consumer stops the run at once.
-    A `cancellation_token` cancelled by the caller ends the stream with `agent_end` whose status is
-    `cancelled`, carrying the usage so far.
+    `deps` are the run's dependencies (a `DeepAgentDeps` for a deep agent); the keyword options are
+    those of `RunOptions` (`message_history` continues a conversation). The first event is
+    `agent_start` and the last `agent_end`; when the run fails, `error` and `agent_end` come first and
+    then the exception is raised. Breaking out of the loop or cancelling the consumer stops the run at
+    once. A `cancellation_token` cancelled by the caller ends the stream with `agent_end` whose status
+    is `cancelled`, carrying the usage so far.
     """
-    options = StreamOptions(
-        message_history=message_history,
-        cancellation_token=cancellation_token,
-        usage_limits=usage_limits,
-        model=model,
-        run_id=run_id,
-    )
-    return stream_run(agent, prompt, deps, options)
+    return stream_run(agent, prompt, deps, _options(options))
 
 
 def run_stream_with_tools(
-    agent: AbstractAgent[Any, Any],
-    prompt: str | None,
-    deps: Any = None,
-    message_history: Sequence[ModelMessage] | None = None,
-    *,
-    emit_progress: bool = True,
-    cancellation_token: CancellationToken | None = None,
-    usage_limits: UsageLimits | None = None,
-    model: Model | str | None = None,
-    run_id: str | None = None,
-) -> AsyncGenerator[StreamEvent]:
-    """Like `run_stream`, plus `tool_args_delta` events with each argument fragment as the model streams it.
-
-    `emit_progress=False` leaves out the `progress` events.
-    """
-    options = StreamOptions(
-        message_history=message_history,
-        emit_progress=emit_progress,
-        tool_args_deltas=True,
-        cancellation_token=cancellation_token,
-        usage_limits=usage_limits,
-        model=model,
-        run_id=run_id,
-    )
-    return stream_run(agent, prompt, deps, options)
+    agent: AbstractAgent[Any, Any], prompt: str | None, deps: Any = None, **options: Unpack[RunOptions]
+) -> AsyncGenerator[AnyStreamEvent]:
+    """Like `run_stream`, plus `tool_args_delta` events with each argument fragment as the model streams it."""
+    return stream_run(agent, prompt, deps, _options(options, tool_args_deltas=True))
 
 
 async def stream_text(
     agent: AbstractAgent[Any, Any],
     prompt: str | None,
     deps: Any = None,
-    message_history: Sequence[ModelMessage] | None = None,
     *,
     include_subagents: bool = False,
+    **options: Unpack[RunOptions],
 ) -> AsyncGenerator[str]:
     """Yield only the answer's text, chunk by chunk; sub-agents' text too with `include_subagents=True`."""
-    async with aclosing(stream_run(agent, prompt, deps, StreamOptions(message_history=message_history))) as events:
+    async with aclosing(stream_run(agent, prompt, deps, _options(options))) as events:
         async for event in events:
             if event.event_type is StreamEventType.LLM_CHUNK and (include_subagents or event.depth == 0):
                 yield event.data["text"]
@@ -132,28 +120,25 @@ class ToolCallUpdate(tuple[str, dict[str, Any], Any]):
 
 
 async def stream_tool_calls(
-    agent: AbstractAgent[Any, Any],
-    prompt: str | None,
-    deps: Any = None,
-    message_history: Sequence[ModelMessage] | None = None,
+    agent: AbstractAgent[Any, Any], prompt: str | None, deps: Any = None, **options: Unpack[RunOptions]
 ) -> AsyncGenerator[ToolCallUpdate]:
     """Yield `(tool_name, args, result)` for each tool call: once as it starts (`result` is `None`), once as it ends."""
     args_by_call: dict[str | None, dict[str, Any]] = {}
-    async with aclosing(stream_run(agent, prompt, deps, StreamOptions(message_history=message_history))) as events:
+    async with aclosing(stream_run(agent, prompt, deps, _options(options))) as events:
         async for event in events:
-            data = event.data
             if event.event_type is StreamEventType.TOOL_START:
-                args_by_call[data["tool_call_id"]] = data["args"]
-                yield ToolCallUpdate(data["tool_name"], data["args"], None, tool_call_id=data["tool_call_id"])
+                start = event.data
+                args_by_call[start["tool_call_id"]] = start["args"]
+                yield ToolCallUpdate(start["tool_name"], start["args"], None, tool_call_id=start["tool_call_id"])
             elif event.event_type is StreamEventType.TOOL_END:
-                args = args_by_call.pop(data["tool_call_id"], {})
+                end = event.data
                 yield ToolCallUpdate(
-                    data["tool_name"],
-                    args,
-                    data["result"],
-                    tool_call_id=data["tool_call_id"],
+                    end["tool_name"],
+                    args_by_call.pop(end["tool_call_id"], {}),
+                    end["result"],
+                    tool_call_id=end["tool_call_id"],
                     finished=True,
-                    error=data["error"],
+                    error=end["error"],
                 )
 
 
@@ -161,11 +146,10 @@ async def collect_stream_result(
     agent: AbstractAgent[Any, Any],
     prompt: str | None,
     deps: Any = None,
-    message_history: Sequence[ModelMessage] | None = None,
     *,
     on_event: EventCallback | None = None,
-    cancellation_token: CancellationToken | None = None,
-) -> tuple[AgentRunResult[Any] | None, list[StreamEvent]]:
+    **options: Unpack[RunOptions],
+) -> tuple[AgentRunResult[Any] | None, list[AnyStreamEvent]]:
     """Run to the end and return `(result, events)`, calling `on_event` (sync or async) for each event live.
 
     `result` is Pydantic AI's `AgentRunResult` (`.output`, `.all_messages()`, `.usage`), or `None` when a
@@ -173,9 +157,8 @@ async def collect_stream_result(
     `error` and `agent_end` events. The only streaming function that keeps events in memory.
     """
     outcome = RunOutcome()
-    events: list[StreamEvent] = []
-    options = StreamOptions(message_history=message_history, cancellation_token=cancellation_token)
-    async with aclosing(stream_run(agent, prompt, deps, options, outcome)) as stream:
+    events: list[AnyStreamEvent] = []
+    async with aclosing(stream_run(agent, prompt, deps, _options(options), outcome)) as stream:
         async for event in stream:
             events.append(event)
             if on_event is not None:
@@ -185,7 +168,9 @@ async def collect_stream_result(
     return outcome.result, events
 
 
-async def merge_streams(*streams: AsyncIterator[StreamEvent], raise_errors: bool = True) -> AsyncGenerator[StreamEvent]:
+async def merge_streams(
+    *streams: AsyncIterator[AnyStreamEvent], raise_errors: bool = True
+) -> AsyncGenerator[AnyStreamEvent]:
     """Interleave several streams' events in the order they arrive, each stream's own order kept.
 
     Each stream is pulled by its own task into a one-slot queue, so a fast run waits for the reader
@@ -193,9 +178,9 @@ async def merge_streams(*streams: AsyncIterator[StreamEvent], raise_errors: bool
     merge with that exception (after the others are closed) unless `raise_errors=False`, in which case
     its `error` and `agent_end` events are all you see of it.
     """
-    queue: asyncio.Queue[tuple[int, StreamEvent | BaseException | None]] = asyncio.Queue(maxsize=1)
+    queue: asyncio.Queue[tuple[int, AnyStreamEvent | BaseException | None]] = asyncio.Queue(maxsize=1)
 
-    async def pump(index: int, stream: AsyncIterator[StreamEvent]) -> None:
+    async def pump(index: int, stream: AsyncIterator[AnyStreamEvent]) -> None:
         try:
             async for event in stream:
                 await queue.put((index, event))

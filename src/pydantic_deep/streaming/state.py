@@ -1,8 +1,9 @@
-"""`RunState`: everything the terminal shows about one run, folded from its `StreamEvent`s.
+"""`RunState`: everything known about one run, folded from its `StreamEvent`s.
 
-The state is a plain dataclass with one method that matters, `apply(event)`. It keeps no reference to
-the events themselves and knows nothing about Rich, so the live view, the plain printer, replay and
-the tests all read the same facts. Times come from the events' own timestamps, never from the clock,
+The one fold of the stream: the terminal's live view and plain printer, replay, the server's run
+status and the tests all read the same facts from it. It is a plain dataclass with one method that
+matters, `apply(event)`; it keeps no reference to the events themselves and knows nothing about
+how it is shown. Times come from the events' own timestamps, never from the clock,
 so a replayed log gives the same state as the run that wrote it.
 """
 
@@ -12,9 +13,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Never
 
-from ..streaming.types import StreamEvent, StreamEventType
+from .types import AnyStreamEvent, PlanUpdateData, StreamEvent, StreamEventType, ToolStartData
 
-__all__ = ("PlanStep", "RunState", "SubagentActivity", "ToolCall")
+__all__ = ("CallStatus", "PlanStep", "RunPhase", "RunState", "SubagentActivity", "ToolCall")
 
 CallStatus = Literal["running", "done", "failed"]
 RunPhase = Literal["waiting", "running", "succeeded", "failed", "cancelled"]
@@ -82,11 +83,10 @@ class ToolCall:
 
 @dataclass(kw_only=True)
 class RunState:
-    """The terminal's model of one run, built by `apply`-ing its events in order.
+    """One run as its events tell it, built by `apply`-ing them in order.
 
     ```python
-    from pydantic_deep.cli import RunState
-    from pydantic_deep.streaming import agent_start_event, llm_chunk_event
+    from pydantic_deep.streaming import RunState, agent_start_event, llm_chunk_event
 
     state = RunState()
     for event in [agent_start_event(agent_name="assistant"), llm_chunk_event(text="Hi"), llm_chunk_event(text="!")]:
@@ -112,6 +112,8 @@ class RunState:
     files: dict[str, str] = field(default_factory=dict[str, str])
     """Path to the last operation on it (`write`, `edit`, `create_directory`)."""
     steps: int = 0
+    requests: int | None = None
+    tool_calls: int | None = None
     total_tokens: int | None = None
     input_tokens: int | None = None
     output_tokens: int | None = None
@@ -124,6 +126,7 @@ class RunState:
     duration_seconds: float | None = None
     """The run's own measure of its wall time, from `agent_end`."""
     event_count: int = 0
+    last_seq: int | None = None
     _calls: dict[tuple[str, str | None], ToolCall] = field(default_factory=dict[tuple[str, "str | None"], ToolCall])
 
     @property
@@ -143,83 +146,96 @@ class RunState:
         """Every call still running, sub-agents' included."""
         return [call for call in self._calls.values() if call.ended_at is None]
 
-    def apply(self, event: StreamEvent) -> None:
+    def apply(self, event: AnyStreamEvent) -> None:
         """Fold one event into the state."""
         self.event_count += 1
+        self.last_seq = event.seq
         self.last_event_at = event.timestamp
         if self.started_at is None:
             self.started_at = event.timestamp
-        data = event.data
         top = event.depth == 0
         match event.event_type:
             case StreamEventType.AGENT_START:
                 if top:
-                    self.agent_name = data.get("agent_name") or event.agent_name
-                    self.model = data.get("model")
-                    self.prompt = data.get("prompt")
+                    self.agent_name = event.data["agent_name"] or event.agent_name
+                    self.model = event.data["model"]
+                    self.prompt = event.data["prompt"]
                     self.run_id = event.run_id
                     self.phase = "running"
                     self.started_at = event.timestamp
             case StreamEventType.LLM_CHUNK:
                 if top:
-                    self.text += data["text"]
+                    self.text += event.data["text"]
                 else:
                     activity = self._subagent_of(event)
                     if activity is not None:
-                        activity.text += data["text"]
+                        activity.text += event.data["text"]
             case StreamEventType.THINKING_CHUNK:
                 if top:
-                    self.thinking += data["text"]
+                    self.thinking += event.data["text"]
             case StreamEventType.TOOL_ARGS_DELTA:
                 pass  # the complete arguments arrive with `tool_start`
             case StreamEventType.TOOL_START:
-                self._start_call(event)
+                self._start_call(event, event.data)
             case StreamEventType.TOOL_PROGRESS:
-                call = self._calls.get((event.run_id, data.get("tool_call_id")))
+                call = self._calls.get((event.run_id, event.data["tool_call_id"]))
                 if call is not None:
-                    call.progress = data.get("message")
-                    call.fraction = data.get("fraction")
+                    call.progress = event.data["message"]
+                    call.fraction = event.data["fraction"]
             case StreamEventType.TOOL_END:
-                self._end_call(event)
+                end = event.data
+                call = self._calls.get((event.run_id, end["tool_call_id"]))
+                if call is None:  # a log that starts mid-run: show the call as it ended
+                    start = ToolStartData(tool_name=end["tool_name"], args={}, tool_call_id=end["tool_call_id"])
+                    call = self._start_call(event, start)
+                call.ended_at = event.timestamp
+                call.duration_seconds = end["duration_seconds"]
+                call.result = end["result"]
+                call.error = end["error"]
             case StreamEventType.PROGRESS:
                 if top:
-                    self.steps = data["iteration"]
-                    self.total_tokens = data.get("total_tokens")
-                    self.input_tokens = data.get("input_tokens")
-                    self.output_tokens = data.get("output_tokens")
-                    self.total_cost_usd = data.get("total_cost_usd")
+                    progress = event.data
+                    self.steps = progress["iteration"]
+                    self.requests = progress["requests"]
+                    self.tool_calls = progress["tool_calls"]
+                    self.total_tokens = progress["total_tokens"]
+                    self.input_tokens = progress["input_tokens"]
+                    self.output_tokens = progress["output_tokens"]
+                    self.total_cost_usd = progress["total_cost_usd"]
             case StreamEventType.PLAN_UPDATE:
                 plan = self.plan if top else self._sub_plan(event)
                 if plan is not None:
-                    _update_plan(plan, data)
+                    _update_plan(plan, event.data)
             case StreamEventType.FILE_CHANGE:
-                self.files[data["path"]] = data["operation"]
+                self.files[event.data["path"]] = event.data["operation"]
             case StreamEventType.SUBAGENT_START:
-                call = self._calls.get((event.run_id, data.get("tool_call_id")))
+                call = self._calls.get((event.run_id, event.data["tool_call_id"]))
                 if call is not None:
-                    call.subagent = SubagentActivity(name=data["subagent_name"], task=data.get("task") or "")
+                    call.subagent = SubagentActivity(name=event.data["subagent_name"], task=event.data["task"] or "")
             case StreamEventType.SUBAGENT_END:
-                call = self._calls.get((event.run_id, data.get("tool_call_id")))
+                ended = event.data
+                call = self._calls.get((event.run_id, ended["tool_call_id"]))
                 if call is not None:
-                    activity = call.subagent or SubagentActivity(name=data["subagent_name"])
-                    activity.status = "succeeded" if data.get("success") else "failed"
-                    activity.output = data.get("output")
-                    activity.duration_seconds = data.get("duration_seconds")
+                    activity = call.subagent or SubagentActivity(name=ended["subagent_name"])
+                    activity.status = "succeeded" if ended["success"] else "failed"
+                    activity.output = ended["output"]
+                    activity.duration_seconds = ended["duration_seconds"]
                     call.subagent = activity
             case StreamEventType.ERROR:
                 if top:
-                    self.error = data["error"]
-                    self.exception_type = data.get("exception_type")
+                    self.error = event.data["error"]
+                    self.exception_type = event.data["exception_type"]
             case StreamEventType.AGENT_END:
                 if top:
-                    self.phase = data["status"]
-                    self.duration_seconds = data.get("duration_seconds")
-                    self.output = data.get("output")
-                    self.steps = max(self.steps, data.get("total_iterations") or 0)
-                    if data.get("total_tokens") is not None:
-                        self.total_tokens = data["total_tokens"]
-                    if data.get("total_cost_usd") is not None:
-                        self.total_cost_usd = data["total_cost_usd"]
+                    final = event.data
+                    self.phase = final["status"]
+                    self.duration_seconds = final["duration_seconds"]
+                    self.output = final["output"]
+                    self.steps = max(self.steps, final["total_iterations"] or 0)
+                    if final["total_tokens"] is not None:
+                        self.total_tokens = final["total_tokens"]
+                    if final["total_cost_usd"] is not None:
+                        self.total_cost_usd = final["total_cost_usd"]
             case _:  # pragma: no cover - pyright proves every type is handled above
                 _newer_event_type(event.event_type)
 
@@ -240,12 +256,11 @@ class RunState:
         activity = self._subagent_of(event)
         return activity.plan if activity is not None else None
 
-    def _start_call(self, event: StreamEvent) -> None:
-        data = event.data
+    def _start_call(self, event: StreamEvent, start: ToolStartData) -> ToolCall:
         call = ToolCall(
-            tool_name=data["tool_name"],
-            tool_call_id=data.get("tool_call_id"),
-            args=data.get("args") or {},
+            tool_name=start["tool_name"],
+            tool_call_id=start["tool_call_id"],
+            args=start["args"] or {},
             run_id=event.run_id,
             depth=event.depth,
             started_at=event.timestamp,
@@ -256,41 +271,21 @@ class RunState:
             parent.children.append(call)
         else:
             self.tools.append(call)
-
-    def _end_call(self, event: StreamEvent) -> None:
-        data = event.data
-        call = self._calls.get((event.run_id, data.get("tool_call_id")))
-        if call is None:  # a log that starts mid-run: show the call as it ended
-            self._start_call(
-                StreamEvent(
-                    event_type=StreamEventType.TOOL_START,
-                    data={"tool_name": data["tool_name"], "args": {}, "tool_call_id": data.get("tool_call_id")},
-                    timestamp=event.timestamp,
-                    run_id=event.run_id,
-                    parent_run_id=event.parent_run_id,
-                    parent_tool_call_id=event.parent_tool_call_id,
-                    depth=event.depth,
-                )
-            )
-            call = self._calls[(event.run_id, data.get("tool_call_id"))]
-        call.ended_at = event.timestamp
-        call.duration_seconds = data.get("duration_seconds")
-        call.result = data.get("result")
-        call.error = data.get("error")
+        return call
 
 
 def _newer_event_type(event_type: Never) -> None:
     """Pyright's exhaustiveness check; at run time an event type this version does not know is ignored."""
 
 
-def _update_plan(plan: dict[str, PlanStep], data: dict[str, Any]) -> None:
+def _update_plan(plan: dict[str, PlanStep], data: PlanUpdateData) -> None:
     item_id = str(data["item_id"])
-    if data.get("action") == "deleted":
+    if data["action"] == "deleted":
         plan.pop(item_id, None)
         return
     plan[item_id] = PlanStep(
         item_id=item_id,
-        content=data.get("content") or "",
-        status=data.get("status") or "pending",
-        active_form=data.get("active_form"),
+        content=data["content"] or "",
+        status=data["status"] or "pending",
+        active_form=data["active_form"],
     )

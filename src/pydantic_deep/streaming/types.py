@@ -7,35 +7,54 @@ key of a type is always present (`None` where unknown), so consumers can index w
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Literal, cast
+from functools import lru_cache
+from typing import Annotated, Any, Generic, Literal, TypeAlias, Union, cast, get_args
 
-from pydantic import TypeAdapter
-from typing_extensions import TypedDict
+from pydantic import AwareDatetime, Field, PlainSerializer, TypeAdapter, ValidationError
+from pydantic_core import to_jsonable_python
+from typing_extensions import TypedDict, TypeVar
 
 __all__ = (
     "AgentEndData",
+    "AgentEndStreamEvent",
     "AgentStartData",
+    "AgentStartStreamEvent",
+    "AnyStreamEvent",
     "ErrorData",
+    "ErrorStreamEvent",
     "FileChangeData",
+    "FileChangeStreamEvent",
+    "LlmChunkStreamEvent",
     "PlanUpdateData",
+    "PlanUpdateStreamEvent",
     "ProgressData",
+    "ProgressStreamEvent",
     "RunStatus",
     "StreamEvent",
     "StreamEventType",
     "SubagentEndData",
+    "SubagentEndStreamEvent",
     "SubagentStartData",
+    "SubagentStartStreamEvent",
     "TextData",
+    "ThinkingChunkStreamEvent",
     "ToolArgsDeltaData",
+    "ToolArgsDeltaStreamEvent",
     "ToolEndData",
+    "ToolEndStreamEvent",
     "ToolProgressData",
+    "ToolProgressStreamEvent",
     "ToolStartData",
+    "ToolStartStreamEvent",
     "agent_end_event",
     "agent_start_event",
     "error_event",
     "llm_chunk_event",
+    "payload_types",
     "progress_event",
     "stream_event_json_schema",
     "thinking_chunk_event",
@@ -184,26 +203,12 @@ class AgentEndData(TypedDict):
     output: Any
 
 
-_PAYLOADS: dict[StreamEventType, type[Any]] = {
-    StreamEventType.AGENT_START: AgentStartData,
-    StreamEventType.LLM_CHUNK: TextData,
-    StreamEventType.THINKING_CHUNK: TextData,
-    StreamEventType.TOOL_ARGS_DELTA: ToolArgsDeltaData,
-    StreamEventType.TOOL_START: ToolStartData,
-    StreamEventType.TOOL_PROGRESS: ToolProgressData,
-    StreamEventType.TOOL_END: ToolEndData,
-    StreamEventType.PROGRESS: ProgressData,
-    StreamEventType.PLAN_UPDATE: PlanUpdateData,
-    StreamEventType.FILE_CHANGE: FileChangeData,
-    StreamEventType.SUBAGENT_START: SubagentStartData,
-    StreamEventType.SUBAGENT_END: SubagentEndData,
-    StreamEventType.ERROR: ErrorData,
-    StreamEventType.AGENT_END: AgentEndData,
-}
+_E = TypeVar("_E", bound=StreamEventType, default=StreamEventType, covariant=True)
+_D = TypeVar("_D", bound=Mapping[str, Any], default=Mapping[str, Any], covariant=True)
 
 
 @dataclass(slots=True, kw_only=True)
-class StreamEvent:
+class StreamEvent(Generic[_E, _D]):
     """One thing an agent run did, as it happened.
 
     ```python
@@ -214,13 +219,17 @@ class StreamEvent:
     assert StreamEvent.from_json(event.to_json()) == event
     ```
 
+    The streaming functions yield `AnyStreamEvent`, a union of one `StreamEvent` per event type, so a
+    type checker narrows `data` when you test `event_type`: after `if event.event_type ==
+    StreamEventType.TOOL_END:`, `event.data` is a `ToolEndData`.
+
     `seq` counts the events of one stream from 0 without gaps, sub-agent events included; `run_id`
     names the run that produced the event (a sub-agent's own run for its events), and `depth` is 0 for
     the top-level run, 1 for its sub-agents, and so on.
     """
 
-    event_type: StreamEventType
-    data: dict[str, Any]
+    event_type: _E
+    data: _D
     """The payload: the keys of the `TypedDict` named after the event type (e.g. `ToolEndData`)."""
     timestamp: datetime = field(default_factory=lambda: datetime.now(UTC))
     seq: int = 0
@@ -232,58 +241,186 @@ class StreamEvent:
 
     def to_dict(self) -> dict[str, Any]:
         """The event as JSON-compatible values (timestamp in ISO 8601 with its UTC offset)."""
-        return {
-            "event_type": self.event_type.value,
-            "data": self.data,
-            "timestamp": self.timestamp.isoformat(),
-            "seq": self.seq,
-            "run_id": self.run_id,
-            "agent_name": self.agent_name,
-            "parent_run_id": self.parent_run_id,
-            "parent_tool_call_id": self.parent_tool_call_id,
-            "depth": self.depth,
-        }
+        return json.loads(self.to_json())
 
     def to_json(self) -> str:
         """One line of JSON; `StreamEvent.from_json` gives the same event back."""
-        return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":"), default=_json_default)
+        return _wire().encode(self)
 
     @classmethod
-    def from_dict(cls, value: dict[str, Any]) -> StreamEvent:
-        """Rebuild an event from `to_dict()` output; raises `ValueError` for anything else."""
+    def from_dict(cls, value: Mapping[str, Any]) -> AnyStreamEvent:
+        """Rebuild an event from `to_dict()` output; raises `ValueError` naming the field that is wrong."""
+        return _wire().decode_python(value)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> AnyStreamEvent:
+        """Parse one line written by `to_json`; raises `ValueError` naming the field that is wrong."""
+        return _wire().decode_json(text)
+
+
+AgentStartStreamEvent: TypeAlias = StreamEvent[Literal[StreamEventType.AGENT_START], AgentStartData]
+LlmChunkStreamEvent: TypeAlias = StreamEvent[Literal[StreamEventType.LLM_CHUNK], TextData]
+ThinkingChunkStreamEvent: TypeAlias = StreamEvent[Literal[StreamEventType.THINKING_CHUNK], TextData]
+ToolArgsDeltaStreamEvent: TypeAlias = StreamEvent[Literal[StreamEventType.TOOL_ARGS_DELTA], ToolArgsDeltaData]
+ToolStartStreamEvent: TypeAlias = StreamEvent[Literal[StreamEventType.TOOL_START], ToolStartData]
+ToolProgressStreamEvent: TypeAlias = StreamEvent[Literal[StreamEventType.TOOL_PROGRESS], ToolProgressData]
+ToolEndStreamEvent: TypeAlias = StreamEvent[Literal[StreamEventType.TOOL_END], ToolEndData]
+ProgressStreamEvent: TypeAlias = StreamEvent[Literal[StreamEventType.PROGRESS], ProgressData]
+PlanUpdateStreamEvent: TypeAlias = StreamEvent[Literal[StreamEventType.PLAN_UPDATE], PlanUpdateData]
+FileChangeStreamEvent: TypeAlias = StreamEvent[Literal[StreamEventType.FILE_CHANGE], FileChangeData]
+SubagentStartStreamEvent: TypeAlias = StreamEvent[Literal[StreamEventType.SUBAGENT_START], SubagentStartData]
+SubagentEndStreamEvent: TypeAlias = StreamEvent[Literal[StreamEventType.SUBAGENT_END], SubagentEndData]
+ErrorStreamEvent: TypeAlias = StreamEvent[Literal[StreamEventType.ERROR], ErrorData]
+AgentEndStreamEvent: TypeAlias = StreamEvent[Literal[StreamEventType.AGENT_END], AgentEndData]
+
+AnyStreamEvent: TypeAlias = (
+    AgentStartStreamEvent
+    | LlmChunkStreamEvent
+    | ThinkingChunkStreamEvent
+    | ToolArgsDeltaStreamEvent
+    | ToolStartStreamEvent
+    | ToolProgressStreamEvent
+    | ToolEndStreamEvent
+    | ProgressStreamEvent
+    | PlanUpdateStreamEvent
+    | FileChangeStreamEvent
+    | SubagentStartStreamEvent
+    | SubagentEndStreamEvent
+    | ErrorStreamEvent
+    | AgentEndStreamEvent
+)
+"""Every event a stream can carry: narrowing on `event_type` gives the payload type of `data`.
+
+This union is the one definition of which payload goes with which event type: the JSON encoding and
+decoding and the published JSON Schema are all derived from it.
+"""
+
+
+def payload_types() -> dict[StreamEventType, type[Mapping[str, Any]]]:
+    """Each event type's payload `TypedDict`, read off `AnyStreamEvent`."""
+    pairs: dict[StreamEventType, type[Mapping[str, Any]]] = {}
+    for alias in get_args(AnyStreamEvent):
+        literal, payload = get_args(alias)
+        (event_type,) = get_args(literal)
+        pairs[event_type] = payload
+    return pairs
+
+
+class _Wire:
+    """The JSON form of events: one Pydantic `TypeAdapter` over a union discriminated by `event_type`."""
+
+    def __init__(self) -> None:
+        self.encoders: dict[StreamEventType, TypeAdapter[Any]] = {}
+        variants: list[Any] = []
+        for event_type, payload in payload_types().items():
+            fields: dict[str, Any] = {
+                "event_type": Literal[event_type.value],  # type: ignore[valid-type]
+                "data": payload,
+                "timestamp": _Timestamp,
+                "seq": Annotated[int, Field(ge=0)],
+                "run_id": str,
+                "agent_name": str | None,
+                "parent_run_id": str | None,
+                "parent_tool_call_id": str | None,
+                "depth": Annotated[int, Field(ge=0)],
+            }
+            variant: Any = TypedDict(f"{event_type.value}_event", fields)  # type: ignore[misc]
+            variants.append(variant)
+            # Encoding picks the variant by the event's own type: cheaper than letting the union find it.
+            self.encoders[event_type] = TypeAdapter[Any](variant)
+        union: Any = Annotated[Union[tuple(variants)], Field(discriminator="event_type")]  # noqa: UP007
+        self.adapter = TypeAdapter[Any](union)
+
+    def encode(self, event: StreamEvent) -> str:
+        wire = {
+            "event_type": event.event_type.value,
+            "data": event.data,
+            "timestamp": event.timestamp,
+            "seq": event.seq,
+            "run_id": event.run_id,
+            "agent_name": event.agent_name,
+            "parent_run_id": event.parent_run_id,
+            "parent_tool_call_id": event.parent_tool_call_id,
+            "depth": event.depth,
+        }
+        encoder = self.encoders[event.event_type]
+        return encoder.dump_json(wire, fallback=_json_fallback, warnings=False).decode()
+
+    def decode_json(self, text: str | bytes) -> AnyStreamEvent:
         try:
-            event_type = StreamEventType(value["event_type"])
-            data = value["data"]
-            timestamp = datetime.fromisoformat(value["timestamp"])
-        except (KeyError, TypeError) as exc:
-            raise ValueError(f"not a StreamEvent: missing or bad field {exc}") from None
-        if not isinstance(data, dict) or timestamp.tzinfo is None:
-            raise ValueError("not a StreamEvent: `data` must be an object and `timestamp` timezone-aware")
-        return cls(
-            event_type=event_type,
-            data=cast(dict[str, Any], data),
-            timestamp=timestamp,
-            seq=int(value.get("seq", 0)),
-            run_id=str(value.get("run_id", "")),
-            agent_name=value.get("agent_name"),
-            parent_run_id=value.get("parent_run_id"),
-            parent_tool_call_id=value.get("parent_tool_call_id"),
-            depth=int(value.get("depth", 0)),
-        )
+            value = self.adapter.validate_json(text)
+        except ValidationError as exc:
+            raise ValueError(_describe(exc)) from None
+        return _from_wire(value)
 
-    @classmethod
-    def from_json(cls, text: str | bytes) -> StreamEvent:
-        """Parse one line written by `to_json`; raises `ValueError` for anything else."""
-        value = json.loads(text)
-        if not isinstance(value, dict):
-            raise ValueError("not a StreamEvent: expected a JSON object")
-        return cls.from_dict(cast(dict[str, Any], value))
+    def decode_python(self, value: Mapping[str, Any]) -> AnyStreamEvent:
+        try:
+            wire = self.adapter.validate_python(value)
+        except ValidationError as exc:
+            raise ValueError(_describe(exc)) from None
+        return _from_wire(wire)
+
+    def json_schema(self) -> dict[str, Any]:
+        return self.adapter.json_schema(mode="serialization", ref_template="#/$defs/{model}")
 
 
-def _json_default(value: object) -> object:
+_Timestamp = Annotated[
+    AwareDatetime, PlainSerializer(lambda value: value.isoformat(), return_type=str, when_used="json")
+]
+
+
+@lru_cache(maxsize=1)
+def _wire() -> _Wire:
+    return _Wire()
+
+
+def _from_wire(value: dict[str, Any]) -> AnyStreamEvent:
+    return cast(
+        AnyStreamEvent,
+        StreamEvent(
+            event_type=StreamEventType(value["event_type"]),
+            data=value["data"],
+            timestamp=value["timestamp"],
+            seq=value["seq"],
+            run_id=value["run_id"],
+            agent_name=value["agent_name"],
+            parent_run_id=value["parent_run_id"],
+            parent_tool_call_id=value["parent_tool_call_id"],
+            depth=value["depth"],
+        ),
+    )
+
+
+def _describe(exc: ValidationError) -> str:
+    """Every problem, each with the field it is in: `not a StreamEvent: data.text: field required`."""
+    problems: list[str] = []
+    for error in exc.errors(include_url=False):
+        loc = [str(part) for part in error["loc"]]
+        if loc and loc[0] in _EVENT_TYPE_VALUES:
+            loc = loc[1:]  # the union's tag, already said by the event type
+        where = ".".join(loc)
+        match error["type"]:
+            case "json_invalid":
+                problems.append(f"not JSON ({(error.get('ctx') or {}).get('error', error['msg'])})")
+            case "model_type" | "dict_type" | "model_attributes_type" | "typed_dict_type":
+                problems.append(f"expected a JSON object ({error['msg']})" if not where else f"{where}: not an object")
+            case "union_tag_invalid":
+                tag = (error.get("ctx") or {}).get("tag")
+                problems.append(f"{tag!r} is not a valid event_type")
+            case "union_tag_not_found":
+                problems.append("missing or bad field 'event_type'")
+            case "timezone_aware":
+                problems.append(f"{where} must be timezone-aware")
+            case _:
+                problems.append(f"missing or bad field {where!r}: {error['msg']}")
+    return "not a StreamEvent: " + "; ".join(problems)
+
+
+_EVENT_TYPE_VALUES = frozenset(t.value for t in StreamEventType)
+
+
+def _json_fallback(value: object) -> object:
     """Make tool results and payload values JSON-safe without failing the stream."""
-    from pydantic_core import to_jsonable_python
-
     try:
         return to_jsonable_python(value)
     except Exception:
@@ -292,70 +429,31 @@ def _json_default(value: object) -> object:
 
 def stream_event_json_schema() -> dict[str, Any]:
     """The JSON Schema of one serialised `StreamEvent` (a `oneOf` keyed by `event_type`)."""
-    variants: list[dict[str, Any]] = []
-    defs: dict[str, Any] = {}
-    for event_type, payload in _PAYLOADS.items():
-        schema = TypeAdapter(payload).json_schema(ref_template="#/$defs/{model}")
-        defs.update(schema.pop("$defs", {}))
-        defs[payload.__name__] = schema
-        variants.append(
-            {
-                "type": "object",
-                "properties": {
-                    "event_type": {"const": event_type.value},
-                    "data": {"$ref": f"#/$defs/{payload.__name__}"},
-                },
-                "required": ["event_type", "data"],
-            }
-        )
+    schema = _wire().json_schema()
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "StreamEvent",
         "description": "One event of a pydantic-deep stream, as `StreamEvent.to_json()` writes it.",
-        "type": "object",
-        "properties": {
-            "event_type": {"enum": [t.value for t in StreamEventType]},
-            "data": {"type": "object"},
-            "timestamp": {"type": "string", "format": "date-time"},
-            "seq": {"type": "integer", "minimum": 0},
-            "run_id": {"type": "string"},
-            "agent_name": {"type": ["string", "null"]},
-            "parent_run_id": {"type": ["string", "null"]},
-            "parent_tool_call_id": {"type": ["string", "null"]},
-            "depth": {"type": "integer", "minimum": 0},
-        },
-        "required": [
-            "event_type",
-            "data",
-            "timestamp",
-            "seq",
-            "run_id",
-            "agent_name",
-            "parent_run_id",
-            "parent_tool_call_id",
-            "depth",
-        ],
-        "oneOf": variants,
-        "$defs": defs,
+        **schema,
     }
 
 
-def llm_chunk_event(*, text: str) -> StreamEvent:
+def llm_chunk_event(*, text: str) -> LlmChunkStreamEvent:
     """A text delta from the model."""
-    return StreamEvent(event_type=StreamEventType.LLM_CHUNK, data={"text": text})
+    return StreamEvent(event_type=StreamEventType.LLM_CHUNK, data=TextData(text=text))
 
 
-def thinking_chunk_event(*, text: str) -> StreamEvent:
+def thinking_chunk_event(*, text: str) -> ThinkingChunkStreamEvent:
     """A reasoning delta from the model."""
-    return StreamEvent(event_type=StreamEventType.THINKING_CHUNK, data={"text": text})
+    return StreamEvent(event_type=StreamEventType.THINKING_CHUNK, data=TextData(text=text))
 
 
 def tool_start_event(
     *, tool_name: str, args: dict[str, Any] | None = None, tool_call_id: str | None = None
-) -> StreamEvent:
+) -> ToolStartStreamEvent:
     """A tool is about to run with these arguments."""
     data: ToolStartData = {"tool_name": tool_name, "args": args or {}, "tool_call_id": tool_call_id}
-    return StreamEvent(event_type=StreamEventType.TOOL_START, data=dict(data))
+    return StreamEvent(event_type=StreamEventType.TOOL_START, data=data)
 
 
 def tool_end_event(
@@ -365,7 +463,7 @@ def tool_end_event(
     duration_seconds: float | None = None,
     tool_call_id: str | None = None,
     error: str | None = None,
-) -> StreamEvent:
+) -> ToolEndStreamEvent:
     """A tool returned `result`, or failed with `error`."""
     data: ToolEndData = {
         "tool_name": tool_name,
@@ -374,7 +472,7 @@ def tool_end_event(
         "duration_seconds": duration_seconds,
         "error": error,
     }
-    return StreamEvent(event_type=StreamEventType.TOOL_END, data=dict(data))
+    return StreamEvent(event_type=StreamEventType.TOOL_END, data=data)
 
 
 def progress_event(
@@ -386,7 +484,7 @@ def progress_event(
     total_cost_usd: float | None = None,
     requests: int | None = None,
     tool_calls: int | None = None,
-) -> StreamEvent:
+) -> ProgressStreamEvent:
     """A step finished; the numbers are cumulative for the run."""
     data: ProgressData = {
         "iteration": iteration,
@@ -397,21 +495,21 @@ def progress_event(
         "requests": requests,
         "tool_calls": tool_calls,
     }
-    return StreamEvent(event_type=StreamEventType.PROGRESS, data=dict(data))
+    return StreamEvent(event_type=StreamEventType.PROGRESS, data=data)
 
 
-def error_event(*, error: str, exception_type: str) -> StreamEvent:
+def error_event(*, error: str, exception_type: str) -> ErrorStreamEvent:
     """An exception ended the run."""
     data: ErrorData = {"error": error, "exception_type": exception_type}
-    return StreamEvent(event_type=StreamEventType.ERROR, data=dict(data))
+    return StreamEvent(event_type=StreamEventType.ERROR, data=data)
 
 
 def agent_start_event(
     *, agent_name: str | None = None, prompt: str | None = None, model: str | None = None
-) -> StreamEvent:
+) -> AgentStartStreamEvent:
     """A run started."""
     data: AgentStartData = {"agent_name": agent_name, "prompt": prompt, "model": model}
-    return StreamEvent(event_type=StreamEventType.AGENT_START, data=dict(data), agent_name=agent_name)
+    return StreamEvent(event_type=StreamEventType.AGENT_START, data=data, agent_name=agent_name)
 
 
 def agent_end_event(
@@ -424,7 +522,7 @@ def agent_end_event(
     total_cost_usd: float | None = None,
     duration_seconds: float | None = None,
     output: Any = None,
-) -> StreamEvent:
+) -> AgentEndStreamEvent:
     """A run ended; `status` defaults to `succeeded` or `failed` from `success`."""
     data: AgentEndData = {
         "agent_name": agent_name,
@@ -436,4 +534,4 @@ def agent_end_event(
         "duration_seconds": duration_seconds,
         "output": output,
     }
-    return StreamEvent(event_type=StreamEventType.AGENT_END, data=dict(data), agent_name=agent_name)
+    return StreamEvent(event_type=StreamEventType.AGENT_END, data=data, agent_name=agent_name)

@@ -31,8 +31,9 @@ from pydantic_ai.models import ModelRequestContext
 from pydantic_ai.run import AgentRunResult
 from pydantic_ai.tools import ToolDefinition
 
+from .._engine import jsonable, model_label, tool_args
 from ._context import TraceContext
-from ._span import CURRENT_SPAN, AgentRunData, ModelRequestData, Span, ToolCallData, jsonable
+from ._span import CURRENT_SPAN, AgentRunData, ModelRequestData, Span, ToolCallData
 
 __all__ = ("Tracing",)
 
@@ -74,7 +75,7 @@ class Tracing(AbstractCapability[Any]):
         data = AgentRunData(
             agent_name=agent_name,
             run_id=ctx.run_id,
-            model=f"{model.system}:{model.model_name}" if model.system else model.model_name,
+            model=model_label(model),
             prompt=_prompt_text(ctx.prompt, trace),
         )
         span = trace.start_span(
@@ -182,11 +183,7 @@ class Tracing(AbstractCapability[Any]):
         args: dict[str, Any] | None = None
         if trace.include_content:
             # The arguments as the model sent them (as in the stream's `tool_start`), not with defaults filled in.
-            try:
-                args = call.args_as_dict()
-            except Exception:  # arguments that are not a JSON object; show them as they came
-                args = {"_raw": call.args}
-            args = _truncated(jsonable(args), trace.max_content_chars)
+            args = _truncated(jsonable(tool_args(call)), trace.max_content_chars)
         data = ToolCallData(tool_name=call.tool_name, tool_call_id=call.tool_call_id, args=args)
         return trace.start_span(call.tool_name, data, parent=run_span, instrumented=run_span.instrumented)
 

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, assert_never
 
-from pydantic_core import to_jsonable_python
+from .._engine import jsonable
 
 if TYPE_CHECKING:
     from ._context import TraceContext
@@ -167,10 +167,3 @@ def current_span() -> Span | None:
     """
     current = CURRENT_SPAN.get()
     return current[1] if current is not None else None
-
-
-def jsonable(value: object) -> Any:
-    try:
-        return to_jsonable_python(value, fallback=repr)
-    except Exception:  # a value whose serializer itself fails
-        return repr(value)

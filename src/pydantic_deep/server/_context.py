@@ -1,0 +1,107 @@
+"""What every route works with, kept on `app.state` and handed to routes as FastAPI dependencies.
+
+`ServerContext` holds the run registry, the event bus and the limits; `Context` is the dependency a
+route declares to get it. The resume point of every streaming endpoint is read by one parser, and
+every endpoint that follows a log opens it through `open_log`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends
+from pydantic_ai.agent import AbstractAgent
+from starlette.requests import HTTPConnection
+
+from ..bus import EventBatch, EventBus, UnknownRunError
+from ._errors import ApiError, FieldError
+from ._guard import TokenCheck
+from ._runs import RunRegistry
+from ._sse import KEEP_ALIVE, follow_log
+
+__all__ = ("Context", "ServerContext", "open_log", "parse_resume_point", "run_not_found")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerContext:
+    """The server's parts and limits, one per app."""
+
+    agent: AbstractAgent[Any, Any]
+    deps: Callable[[], Any]
+    runs: RunRegistry
+    bus: EventBus
+    check: TokenCheck
+    max_prompt_chars: int
+    keepalive_seconds: float
+
+    def check_prompt(self, prompt: str) -> None:
+        """422 for a blank prompt, 413 for one over the limit."""
+        if not prompt.strip():
+            raise ApiError.invalid([FieldError(field="prompt", message="must not be empty")])
+        if len(prompt) > self.max_prompt_chars:
+            raise ApiError(
+                413,
+                "prompt_too_long",
+                f"the prompt has {len(prompt)} characters; this server's limit is {self.max_prompt_chars}",
+                field="prompt",
+            )
+
+    def batches(self, run_id: str, after: int, first: EventBatch) -> AsyncIterator[EventBatch]:
+        """The log's batches past `after` (starting with `first`), an empty one whenever it has been idle a while."""
+        return follow_log(self.bus, run_id, after, keepalive=self.keepalive_seconds, first=first)
+
+    async def sse(
+        self, run_id: str, after: int, first: EventBatch, frame: Callable[[EventBatch], bytes]
+    ) -> AsyncIterator[bytes]:
+        """The SSE body of a log: `frame(batch)` for each batch of events, keep-alive comments while idle."""
+        async for batch in self.batches(run_id, after, first):
+            yield frame(batch) if batch.events else KEEP_ALIVE
+
+
+async def _server_context(connection: HTTPConnection) -> ServerContext:
+    return connection.app.state.deep
+
+
+Context = Annotated[ServerContext, Depends(_server_context)]
+"""Declare a parameter of this type in a route to get the app's `ServerContext`."""
+
+
+def run_not_found(run_id: str) -> ApiError:
+    return ApiError(404, "run_not_found", f"no run {run_id!r}: it never existed or was dropped", field="run_id")
+
+
+def parse_resume_point(value: str | None, *, field: str) -> int | None:
+    """The `seq` a client last saw, from a `Last-Event-ID` header or a `last_event_id` parameter.
+
+    Blank or missing is `None` (start at the beginning); anything but an integer of at least -1 is a
+    422 naming `field`.
+    """
+    if value is None or not value.strip():
+        return None
+    try:
+        after = int(value.strip())
+    except ValueError:
+        raise ApiError.invalid([FieldError(field=field, message="must be an event's seq (an integer)")]) from None
+    if after < -1:
+        raise ApiError.invalid([FieldError(field=field, message="must be -1 or more")])
+    return after
+
+
+async def open_log(bus: EventBus, run_id: str, after: int) -> EventBatch | None:
+    """The first batch of a run's log past `after`; `None` when the run has finished and nothing is left.
+
+    Raises the 404 `ApiError` for a run the bus does not know.
+    """
+    try:
+        first = await bus.read(run_id, after, wait=0)
+    except UnknownRunError:
+        raise run_not_found(run_id) from None
+    return None if first.closed and not first.events else first
+
+
+def json_text(value: object) -> str:
+    """One line of JSON for an SSE `data:` field of the simple endpoints."""
+    return json.dumps(value, ensure_ascii=False, default=str)

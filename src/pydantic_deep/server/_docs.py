@@ -1,0 +1,40 @@
+"""What the OpenAPI document says about answers the routes' signatures cannot tell FastAPI."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._errors import ErrorBody
+
+__all__ = ("SSE_ANSWERS", "json_errors", "protocol_answers")
+
+_DESCRIPTIONS = {
+    401: "A token is configured and the request did not carry it.",
+    404: "No such run (never started, or dropped after the retention time).",
+    413: "The prompt or the request body is over the limit.",
+    422: "Malformed JSON, or a missing, empty or invalid field (named in `error.field`).",
+    429: "Too many runs in progress; `Retry-After` says when to try again.",
+}
+
+
+def json_errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The error answers a route can give, each with the `ErrorBody` schema."""
+    return {status: {"model": ErrorBody, "description": _DESCRIPTIONS[status]} for status in statuses}
+
+
+SSE_ANSWERS: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "Server-Sent Events, one per line group: `id: <seq>`, `event: <event_type>`, "
+        "`data: <StreamEvent JSON>`; `: keep-alive` comments while idle. Ends after `agent_end`.",
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    },
+    204: {"description": "The run has finished and the client has already seen its last event."},
+}
+
+
+def protocol_answers(description: str) -> dict[int | str, dict[str, Any]]:
+    """A UI protocol endpoint's answers: its own event stream, or one of our errors."""
+    return {
+        200: {"description": description, "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+        **json_errors(401, 429),
+    }

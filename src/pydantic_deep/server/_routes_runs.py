@@ -1,0 +1,178 @@
+"""`/runs`: start, list, inspect and cancel runs, and follow a run's events over SSE or WebSocket."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import warnings
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, WebSocket
+from fastapi.responses import Response
+from pydantic import ValidationError
+from pydantic_ai.messages import ModelMessage, ModelMessagesTypeAdapter, sanitize_messages
+from pydantic_ai.models import Model
+from starlette.websockets import WebSocketDisconnect
+
+from ..bus import EventBatch
+from ..models import ModelConfigError, resolve_model
+from ._context import Context, ServerContext, open_log, parse_resume_point, run_not_found
+from ._docs import SSE_ANSWERS, json_errors
+from ._errors import ApiError, FieldError, validation_errors
+from ._sse import EventStreamResponse, event_frame
+from ._wire import RunCreated, RunInfo, RunList, RunRequest
+
+__all__ = ("router",)
+
+logger = logging.getLogger("pydantic_deep.server")
+
+router = APIRouter(prefix="/runs", tags=["runs"])
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=RunCreated,
+    summary="Start a run",
+    responses=json_errors(401, 413, 422, 429),
+)
+async def start_run(body: RunRequest, response: Response, context: Context) -> RunCreated:
+    """Start a run that executes whether or not anyone watches; follow it at `/runs/{run_id}/events`."""
+    context.check_prompt(body.prompt)
+    history = _parse_history(body.message_history)
+    run_model = _pick_model(body.model)
+    record = await context.runs.start(body.prompt, message_history=history, model=run_model, model_name=body.model)
+    response.headers["Location"] = f"/runs/{record.run_id}"
+    return RunCreated(run_id=record.run_id)
+
+
+@router.get("", response_model=RunList, summary="List recent runs", responses=json_errors(401))
+async def list_runs(context: Context) -> RunList:
+    """The runs the server still holds (running ones and finished ones within retention), newest first."""
+    return RunList(runs=[record.summary() for record in await context.runs.list()])
+
+
+@router.get("/{run_id}", response_model=RunInfo, summary="A run's status", responses=json_errors(401, 404))
+async def get_run(run_id: str, context: Context) -> RunInfo:
+    """Status (`running`, `succeeded`, `failed`, `cancelled`), timestamps, usage so far, output when done."""
+    record = await context.runs.get(run_id)
+    if record is None:
+        raise run_not_found(run_id)
+    return record.info()
+
+
+@router.post(
+    "/{run_id}/cancel",
+    status_code=202,
+    response_model=RunInfo,
+    summary="Cancel a run",
+    responses=json_errors(401, 404),
+)
+async def cancel_run(run_id: str, context: Context) -> RunInfo:
+    """Ask a running run to stop: its stream ends with `agent_end` whose status is `cancelled`.
+
+    Cancelling a finished run changes nothing and answers with its status.
+    """
+    record = await context.runs.cancel(run_id)
+    if record is None:
+        raise run_not_found(run_id)
+    return record.info()
+
+
+@router.get(
+    "/{run_id}/events",
+    response_model=None,
+    summary="Stream a run's events (SSE)",
+    responses={**SSE_ANSWERS, **json_errors(401, 404, 422)},
+)
+async def run_events(
+    run_id: str,
+    context: Context,
+    last_event_id: Annotated[
+        int | None, Query(ge=-1, description="Resume after this `seq` (the `Last-Event-ID` header wins).")
+    ] = None,
+    last_event_id_header: Annotated[str | None, Header(alias="Last-Event-ID", include_in_schema=False)] = None,
+) -> Response:
+    """Every event with `seq` greater than the resume point, then live ones, until `agent_end`."""
+    after = parse_resume_point(last_event_id_header, field="Last-Event-ID")
+    after = after if after is not None else (-1 if last_event_id is None else last_event_id)
+    first = await open_log(context.bus, run_id, after)
+    if first is None:
+        return Response(status_code=204)
+    return EventStreamResponse(context.sse(run_id, after, first, _event_frames))
+
+
+def _event_frames(batch: EventBatch) -> bytes:
+    return b"".join(map(event_frame, batch.events, batch.lines))
+
+
+@router.websocket("/{run_id}/ws")
+async def run_websocket(websocket: WebSocket, run_id: str, context: Context) -> None:
+    """The same events as JSON text frames; resume with `?last_event_id=N`."""
+    params = websocket.query_params
+    allowed, subprotocol = context.check.websocket(params.get("token"), websocket.scope.get("subprotocols") or [])
+    await websocket.accept(subprotocol=subprotocol)
+    if not allowed:
+        await websocket.close(4401, "unauthorized: pass ?token=<token> or the subprotocol bearer.<token>")
+        return
+    try:
+        after = parse_resume_point(params.get("last_event_id"), field="last_event_id")
+        first = await open_log(context.bus, run_id, -1 if after is None else after)
+    except ApiError as exc:
+        await websocket.close(4000 + exc.status_code, exc.message[:120])
+        return
+    await _first_of(_pump(websocket, context, run_id, -1 if after is None else after, first), _drain(websocket))
+
+
+async def _pump(
+    websocket: WebSocket, context: ServerContext, run_id: str, after: int, first: EventBatch | None
+) -> None:
+    if first is not None:
+        async for batch in context.batches(run_id, after, first):
+            for line in batch.lines:
+                await websocket.send_text(line)
+    await websocket.close(1000)
+
+
+async def _drain(websocket: WebSocket) -> None:
+    while (await websocket.receive())["type"] != "websocket.disconnect":
+        pass
+
+
+async def _first_of(*coros: Any) -> None:
+    """Run coroutines until the first finishes, cancel the rest; a client that went away is not an error."""
+    tasks = [asyncio.ensure_future(coro) for coro in coros]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+    for result in results:
+        if isinstance(result, Exception) and not isinstance(result, WebSocketDisconnect | OSError | RuntimeError):
+            raise result
+
+
+def _parse_history(raw: list[dict[str, Any]] | None) -> list[ModelMessage] | None:
+    if raw is None:
+        return None
+    try:
+        messages = ModelMessagesTypeAdapter.validate_python(raw)
+    except ValidationError as exc:
+        raise ApiError.invalid(validation_errors(exc.errors(), prefix=("message_history",))) from None
+    # History from a client is untrusted: drop system prompts and the like, as Pydantic AI's UI adapters do.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        messages = sanitize_messages(messages)
+    for warning in caught:
+        logger.info("message_history sanitised: %s", warning.message)
+    return messages
+
+
+def _pick_model(name: str | None) -> Model | None:
+    if name is None:
+        return None
+    try:
+        return resolve_model(name)
+    except ModelConfigError as exc:
+        raise ApiError.invalid([FieldError(field="model", message=str(exc))]) from None

@@ -1,0 +1,203 @@
+"""The one core every streaming view is built on: drive a run and hand its events over live.
+
+The run executes in a task of its own (so a `CancellationToken`, which cancels the task driving the run,
+never lands in the consumer's code) and hands each translated event to the consumer through a
+`Handoff`: it waits until the event is taken before it goes on. Leaving the iterator early cancels that
+task and waits for it, so no model request, tool or task outlives the stream. What each engine event
+becomes is `_translate`'s business.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncGenerator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic_ai import Agent, AgentRunResult, CancellationToken
+from pydantic_ai.agent import AbstractAgent
+from pydantic_ai.exceptions import RunCancelled
+from pydantic_ai.messages import ModelMessage
+from pydantic_ai.models import Model
+from pydantic_ai.usage import RunUsage, UsageLimits
+
+from .._engine import jsonable, model_label
+from ._handoff import Handoff
+from ._translate import RunView, Translator
+from .capability import CURRENT_STREAM, StreamState, StreamTap, SubagentStreamEvent
+from .types import AgentEndData, AgentStartData, AnyStreamEvent, ErrorData, ProgressData, RunStatus, StreamEventType
+
+__all__ = ("RunOutcome", "StreamOptions", "stream_run")
+
+
+@dataclass(kw_only=True)
+class StreamOptions:
+    """How one run is streamed; the public views fill it in."""
+
+    message_history: Sequence[ModelMessage] | None = None
+    emit_progress: bool = True
+    tool_args_deltas: bool = False
+    cancellation_token: CancellationToken | None = None
+    usage_limits: UsageLimits | None = None
+    model: Model | str | None = None
+    run_id: str | None = None
+
+
+@dataclass(kw_only=True)
+class RunOutcome:
+    """Filled in as the run ends: the result when it succeeded, the status either way."""
+
+    status: RunStatus | None = None
+    result: AgentRunResult[Any] | None = None
+    error: BaseException | None = None
+
+
+def _progress(iteration: int, usage: RunUsage) -> ProgressData:
+    return ProgressData(
+        iteration=iteration,
+        total_tokens=usage.total_tokens,
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        total_cost_usd=_cost(usage),
+        requests=usage.requests,
+        tool_calls=usage.tool_calls,
+    )
+
+
+def _cost(usage: RunUsage) -> float | None:
+    return float(usage.cost) if usage.cost is not None else None
+
+
+_END: Any = object()
+
+
+def _check_arguments(agent: object, prompt: object) -> None:
+    """Fail at the call, with the offending value, rather than deep inside the run."""
+    if not isinstance(agent, AbstractAgent):
+        raise TypeError(f"expected a pydantic_ai Agent, got {agent!r}")
+    if prompt is not None and not isinstance(prompt, str):
+        raise TypeError(f"prompt must be a string, got {type(prompt).__name__}")
+
+
+async def stream_run(
+    agent: AbstractAgent[Any, Any],
+    prompt: str | None,
+    deps: Any,
+    options: StreamOptions,
+    outcome: RunOutcome | None = None,
+) -> AsyncGenerator[AnyStreamEvent]:
+    """Run `agent` on `prompt` and yield its events live; the public views wrap this."""
+    _check_arguments(agent, prompt)
+    outcome = outcome if outcome is not None else RunOutcome()
+    handoff: Handoff[Any] = Handoff()
+    task = asyncio.create_task(_drive(agent, prompt, deps, options, handoff, outcome))
+    try:
+        while True:
+            item = await handoff.get()
+            if item is _END:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        if not task.done():
+            task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise
+
+
+async def _drive(
+    agent: AbstractAgent[Any, Any],
+    prompt: str | None,
+    deps: Any,
+    options: StreamOptions,
+    handoff: Handoff[Any],
+    outcome: RunOutcome,
+) -> None:
+    run_id = options.run_id or str(uuid.uuid4())
+    state = StreamState(root_run_id=run_id)
+    state.depths[run_id] = 0
+    CURRENT_STREAM.set(state)
+    agent_name = agent.name
+    root = RunView(run_id=run_id, agent_name=agent_name)
+    tr = Translator(root, state, tool_args_deltas=options.tool_args_deltas)
+    put = handoff.put
+    started = time.perf_counter()
+    iterations = 0
+    usage = RunUsage()
+    current: Any = None
+    model = options.model if options.model is not None else getattr(agent, "model", None)
+    start = AgentStartData(agent_name=agent_name, prompt=prompt, model=model_label(model))
+    await put(tr.make(root, StreamEventType.AGENT_START, start))
+    try:
+        async with agent.iter(
+            prompt,
+            deps=deps,
+            message_history=options.message_history,
+            model=options.model,
+            usage_limits=options.usage_limits,
+            cancellation_token=options.cancellation_token,
+            run_id=run_id,
+            capabilities=[StreamTap()],
+        ) as run:
+            current = run
+            async for node in run:
+                if Agent.is_model_request_node(node) or Agent.is_call_tools_node(node):
+                    async with node.stream(run.ctx) as events:
+                        async for event in events:
+                            translated = tr.translate(event, root)
+                            if tr.backlog:
+                                for early in tr.backlog:
+                                    await put(early)
+                                tr.backlog.clear()
+                            if translated is not None:
+                                await put(translated)
+                                delivered = event.delivered if isinstance(event, SubagentStreamEvent) else None
+                                if delivered is not None and not delivered.done():
+                                    delivered.set_result(None)
+                    if Agent.is_model_request_node(node):
+                        iterations += 1
+                        usage = run.usage
+                        if options.emit_progress:
+                            await put(tr.make(root, StreamEventType.PROGRESS, _progress(iterations, usage)))
+            result = run.result
+            usage = run.usage
+        assert result is not None
+        outcome.status, outcome.result = "succeeded", result
+        status: RunStatus = "succeeded"
+        output = jsonable(result.output)
+    except RunCancelled as exc:
+        outcome.status, outcome.error = "cancelled", exc
+        usage = current.usage if current is not None else usage
+        for closing in tr.close_open_calls("cancelled"):
+            await put(closing)
+        status, output = "cancelled", None
+    except asyncio.CancelledError:
+        outcome.status = "cancelled"
+        raise
+    except Exception as exc:
+        outcome.status, outcome.error = "failed", exc
+        usage = current.usage if current is not None else usage
+        for closing in tr.close_open_calls(f"{type(exc).__name__}: {exc}"):
+            await put(closing)
+        error = ErrorData(error=str(exc) or repr(exc), exception_type=type(exc).__name__)
+        await put(tr.make(root, StreamEventType.ERROR, error))
+        status, output = "failed", None
+    end = AgentEndData(
+        agent_name=agent_name,
+        success=status == "succeeded",
+        status=status,
+        total_iterations=iterations,
+        total_tokens=usage.total_tokens,
+        total_cost_usd=_cost(usage),
+        duration_seconds=time.perf_counter() - started,
+        output=output,
+    )
+    await put(tr.make(root, StreamEventType.AGENT_END, end))
+    await put(outcome.error if outcome.status == "failed" and outcome.error is not None else _END)
