@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from types import UnionType
@@ -11,16 +12,32 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic_ai import Agent, ModelRetry, RunContext
+from pydantic_ai.messages import ModelMessage
+from pydantic_ai.models.function import (
+    AgentInfo,
+    DeltaThinkingCalls,
+    DeltaThinkingPart,
+    DeltaToolCall,
+    DeltaToolCalls,
+    FunctionModel,
+)
 
+from pydantic_deep import DeepAgentDeps, create_deep_agent, demo_model
 from pydantic_deep.streaming import (
+    AnyStreamEvent,
     StreamEvent,
     StreamEventType,
     agent_end_event,
     agent_start_event,
+    collect_stream_result,
     error_event,
     llm_chunk_event,
     payload_types,
     progress_event,
+    report_progress,
+    run_stream,
+    run_stream_with_tools,
     stream_event_json_schema,
     tool_end_event,
     tool_start_event,
@@ -174,3 +191,85 @@ def test_real_events_validate_against_the_schema() -> None:
     schema = stream_event_json_schema()
     for event in [llm_chunk_event(text="x"), progress_event(iteration=1), agent_end_event(agent_name="a")]:
         jsonschema.validate(json.loads(event.to_json()), schema)
+
+
+# ---- real runs against the published schema ----------------------------------------------------------
+
+
+async def _thinking_tool_model(
+    messages: list[ModelMessage], info: AgentInfo
+) -> AsyncIterator[str | DeltaThinkingCalls | DeltaToolCalls]:
+    if len(messages) == 1:
+        yield {0: DeltaThinkingPart(content="Let me check.")}
+        yield {1: DeltaToolCall(name="lookup", json_args='{"key": "a"}', tool_call_id="call-1")}
+        yield {2: DeltaToolCall(name="lookup", json_args='{"key": "missing"}', tool_call_id="call-2")}
+    else:
+        yield "Found it."
+
+
+async def lookup(ctx: RunContext[DeepAgentDeps], key: str) -> dict[str, Any]:
+    """Look a key up."""
+    await report_progress(ctx, message="looking", fraction=0.5)
+    if key == "missing":
+        raise ModelRetry("no such key")
+    return {"key": key, "when": datetime(2026, 1, 1, tzinfo=UTC)}
+
+
+async def _lead_model(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str | DeltaToolCalls]:
+    if len(messages) == 1:
+        yield {0: DeltaToolCall(name="delegate_task", json_args='{"agent_name": "researcher", "task": "Look it up"}')}
+    else:
+        yield "The researcher found it."
+
+
+async def _broken_model(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str]:
+    yield "Starting"
+    raise ConnectionError("provider went away")
+
+
+async def _events_of_real_runs() -> dict[str, list[AnyStreamEvent]]:
+    runs: dict[str, list[AnyStreamEvent]] = {}
+    _, runs["demo"] = await collect_stream_result(
+        create_deep_agent(demo_model(delay=0)), "Plan a picnic", DeepAgentDeps()
+    )
+    tools = create_deep_agent(FunctionModel(stream_function=_thinking_tool_model), tools=[lookup], planning=False)
+    runs["tools"] = [event async for event in run_stream_with_tools(tools, "Look up a", DeepAgentDeps())]
+    researcher = create_deep_agent(demo_model(delay=0), name="researcher", description="Looks things up")
+    lead = create_deep_agent(FunctionModel(stream_function=_lead_model), subagents=[researcher], planning=False)
+    _, runs["subagent"] = await collect_stream_result(lead, "Research this", DeepAgentDeps())
+    runs["failing"] = []
+    with pytest.raises(ConnectionError):
+        async for event in run_stream(Agent(FunctionModel(stream_function=_broken_model)), "Hi"):
+            runs["failing"].append(event)
+    return runs
+
+
+async def test_events_of_real_runs_match_the_published_schema() -> None:
+    import jsonschema
+
+    published = json.loads(SCHEMA_PATH.read_text())
+    validator = jsonschema.Draft202012Validator(published)
+    runs = await _events_of_real_runs()
+    seen: set[str] = set()
+    for name, events in runs.items():
+        for event in events:
+            wire = json.loads(event.to_json())
+            errors = [
+                f"{name} seq {event.seq} {'.'.join(map(str, e.path))}: {e.message}" for e in validator.iter_errors(wire)
+            ]
+            assert errors == []
+            assert wire == event.to_dict() and StreamEvent.from_json(event.to_json()) == StreamEvent.from_dict(wire)
+            seen.add(event.event_type.value)
+    # Every event type a run can produce came up at least once.
+    assert seen == {t.value for t in StreamEventType}
+    assert [e.event_type.value for e in runs["failing"]] == ["agent_start", "llm_chunk", "error", "agent_end"]
+
+
+def test_a_payload_that_does_not_match_its_type_is_refused_naming_the_field() -> None:
+    good = json.loads(tool_end_event(tool_name="t", result=1, duration_seconds=0.1).to_json())
+    bad = {**good, "data": {**good["data"], "duration_seconds": "soon"}}
+    with pytest.raises(ValueError, match=r"^not a StreamEvent: missing or bad field 'data\.duration_seconds': "):
+        StreamEvent.from_dict(bad)
+    del bad["data"]["tool_name"]
+    with pytest.raises(ValueError, match=r"'data\.tool_name': Field required"):
+        StreamEvent.from_json(json.dumps(bad))

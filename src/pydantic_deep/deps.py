@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Generic, cast
 
 from pydantic_ai.workspaces import WorkspaceBackend
+from typing_extensions import TypeVar
 
 from .backends import StateBackend
 
@@ -14,9 +16,12 @@ if TYPE_CHECKING:
 
 __all__ = ("DeepAgentDeps",)
 
+BackendT = TypeVar("BackendT", bound=WorkspaceBackend, default=WorkspaceBackend, covariant=True)
+"""The deps' backend type: `DeepAgentDeps(backend=StateBackend())` is a `DeepAgentDeps[StateBackend]`."""
+
 
 @dataclass(kw_only=True)
-class DeepAgentDeps:
+class DeepAgentDeps(Generic[BackendT]):
     """What a deep-agent run works with: where its files live and where its traces go.
 
     ```python
@@ -27,10 +32,12 @@ class DeepAgentDeps:
     ```
 
     One `DeepAgentDeps` per run (or per conversation) is the rule: the backend holds that run's files,
-    and nothing else in it is shared between runs.
+    and nothing else in it is shared between runs. It is generic in its backend, so
+    `DeepAgentDeps(backend=StateBackend()).backend.files` type-checks; a plain `DeepAgentDeps`
+    annotation accepts deps with any backend.
     """
 
-    backend: WorkspaceBackend = field(default_factory=StateBackend)
+    backend: BackendT = field(default_factory=cast(Callable[[], Any], StateBackend))
     """The run's workspace: the file tools read and write here. In memory by default."""
 
     trace_context: TraceContext | None = None

@@ -12,11 +12,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from functools import lru_cache
-from typing import Annotated, Any, Generic, Literal, TypeAlias, Union, cast, get_args
+from typing import TYPE_CHECKING, Annotated, Any, Generic, Literal, TypeAlias, Union, cast, get_args
 
-from pydantic import AwareDatetime, Field, PlainSerializer, TypeAdapter, ValidationError
-from pydantic_core import to_jsonable_python
 from typing_extensions import TypedDict, TypeVar
+
+if TYPE_CHECKING:  # Pydantic is imported when the first event is encoded or decoded, not with this module
+    from pydantic import TypeAdapter, ValidationError
 
 __all__ = (
     "AgentEndData",
@@ -310,13 +311,18 @@ class _Wire:
     """The JSON form of events: one Pydantic `TypeAdapter` over a union discriminated by `event_type`."""
 
     def __init__(self) -> None:
+        from pydantic import AwareDatetime, Field, PlainSerializer, TypeAdapter
+
+        timestamp = Annotated[
+            AwareDatetime, PlainSerializer(lambda value: value.isoformat(), return_type=str, when_used="json")
+        ]
         self.encoders: dict[StreamEventType, TypeAdapter[Any]] = {}
         variants: list[Any] = []
         for event_type, payload in payload_types().items():
             fields: dict[str, Any] = {
                 "event_type": Literal[event_type.value],  # type: ignore[valid-type]
                 "data": payload,
-                "timestamp": _Timestamp,
+                "timestamp": timestamp,
                 "seq": Annotated[int, Field(ge=0)],
                 "run_id": str,
                 "agent_name": str | None,
@@ -347,6 +353,8 @@ class _Wire:
         return encoder.dump_json(wire, fallback=_json_fallback, warnings=False).decode()
 
     def decode_json(self, text: str | bytes) -> AnyStreamEvent:
+        from pydantic import ValidationError
+
         try:
             value = self.adapter.validate_json(text)
         except ValidationError as exc:
@@ -354,6 +362,8 @@ class _Wire:
         return _from_wire(value)
 
     def decode_python(self, value: Mapping[str, Any]) -> AnyStreamEvent:
+        from pydantic import ValidationError
+
         try:
             wire = self.adapter.validate_python(value)
         except ValidationError as exc:
@@ -364,9 +374,6 @@ class _Wire:
         return self.adapter.json_schema(mode="serialization", ref_template="#/$defs/{model}")
 
 
-_Timestamp = Annotated[
-    AwareDatetime, PlainSerializer(lambda value: value.isoformat(), return_type=str, when_used="json")
-]
 
 
 @lru_cache(maxsize=1)
@@ -421,10 +428,9 @@ _EVENT_TYPE_VALUES = frozenset(t.value for t in StreamEventType)
 
 def _json_fallback(value: object) -> object:
     """Make tool results and payload values JSON-safe without failing the stream."""
-    try:
-        return to_jsonable_python(value)
-    except Exception:
-        return repr(value)
+    from .._engine import jsonable
+
+    return jsonable(value)
 
 
 def stream_event_json_schema() -> dict[str, Any]:
