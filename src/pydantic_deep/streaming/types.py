@@ -374,8 +374,6 @@ class _Wire:
         return self.adapter.json_schema(mode="serialization", ref_template="#/$defs/{model}")
 
 
-
-
 @lru_cache(maxsize=1)
 def _wire() -> _Wire:
     return _Wire()
