@@ -16,13 +16,13 @@ from fastapi import Depends
 from pydantic_ai.agent import AbstractAgent
 from starlette.requests import HTTPConnection
 
-from ..bus import EventBatch, EventBus, UnknownRunError
+from ..bus import EventBatch, EventBus
 from ._errors import ApiError, FieldError
 from ._guard import TokenCheck
 from ._runs import RunRegistry
 from ._sse import KEEP_ALIVE, follow_log
 
-__all__ = ("Context", "ServerContext", "open_log", "parse_resume_point", "run_not_found")
+__all__ = ("Context", "ServerContext", "open_log", "parse_resume_point")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -69,10 +69,6 @@ Context = Annotated[ServerContext, Depends(_server_context)]
 """Declare a parameter of this type in a route to get the app's `ServerContext`."""
 
 
-def run_not_found(run_id: str) -> ApiError:
-    return ApiError(404, "run_not_found", f"no run {run_id!r}: it never existed or was dropped", field="run_id")
-
-
 def parse_resume_point(value: str | None, *, field: str) -> int | None:
     """The `seq` a client last saw, from a `Last-Event-ID` header or a `last_event_id` parameter.
 
@@ -93,12 +89,9 @@ def parse_resume_point(value: str | None, *, field: str) -> int | None:
 async def open_log(bus: EventBus, run_id: str, after: int) -> EventBatch | None:
     """The first batch of a run's log past `after`; `None` when the run has finished and nothing is left.
 
-    Raises the 404 `ApiError` for a run the bus does not know.
+    Raises `UnknownRunError` (a 404) for a run the bus does not know.
     """
-    try:
-        first = await bus.read(run_id, after, wait=0)
-    except UnknownRunError:
-        raise run_not_found(run_id) from None
+    first = await bus.read(run_id, after, wait=0)
     return None if first.closed and not first.events else first
 
 

@@ -4,6 +4,7 @@ Exceptions:
 
     ApiError                       an error the client can act on (its status, code and message are sent)
     TooManyRuns (from _runs)       the registry is at its concurrency limit: sent as 429 with Retry-After
+    UnknownRunError (from bus)     no such run in the registry or on the bus: sent as 404 `run_not_found`
     RequestValidationError         FastAPI's, for bad bodies and query parameters: sent as 422 naming the field
     starlette HTTPException        unknown routes (404), wrong methods (405), media types (415): sent as is
     any other Exception            sent as 500 "internal error"; the traceback goes to the log, never the client
@@ -21,6 +22,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ..bus import UnknownRunError
 from ._runs import TooManyRuns
 
 __all__ = ("ApiError", "ErrorBody", "ErrorDetail", "FieldError", "error_response", "install_error_handlers")
@@ -150,7 +152,14 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(429, "too_many_runs", str(exc), headers={"Retry-After": str(exc.retry_after)})
 
     app.add_exception_handler(ApiError, on_api_error)
+
+    async def on_unknown_run(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, UnknownRunError)
+        message = f"no run {exc.run_id!r}: it never existed or was dropped"
+        return error_response(404, "run_not_found", message, field="run_id")
+
     app.add_exception_handler(TooManyRuns, on_too_many_runs)
+    app.add_exception_handler(UnknownRunError, on_unknown_run)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(Exception, on_unexpected)

@@ -14,9 +14,9 @@ from pydantic_ai.messages import ModelMessage, ModelMessagesTypeAdapter, sanitiz
 from pydantic_ai.models import Model
 from starlette.websockets import WebSocketDisconnect
 
-from ..bus import EventBatch
+from ..bus import EventBatch, UnknownRunError
 from ..models import ModelConfigError, resolve_model
-from ._context import Context, ServerContext, open_log, parse_resume_point, run_not_found
+from ._context import Context, ServerContext, open_log, parse_resume_point
 from ._docs import SSE_ANSWERS, json_errors
 from ._errors import ApiError, FieldError, validation_errors
 from ._sse import EventStreamResponse, event_frame
@@ -55,10 +55,7 @@ async def list_runs(context: Context) -> RunList:
 @router.get("/{run_id}", response_model=RunInfo, summary="A run's status", responses=json_errors(401, 404))
 async def get_run(run_id: str, context: Context) -> RunInfo:
     """Status (`running`, `succeeded`, `failed`, `cancelled`), timestamps, usage so far, output when done."""
-    record = await context.runs.get(run_id)
-    if record is None:
-        raise run_not_found(run_id)
-    return record.info()
+    return (await context.runs.require(run_id)).info()
 
 
 @router.post(
@@ -73,10 +70,7 @@ async def cancel_run(run_id: str, context: Context) -> RunInfo:
 
     Cancelling a finished run changes nothing and answers with its status.
     """
-    record = await context.runs.cancel(run_id)
-    if record is None:
-        raise run_not_found(run_id)
-    return record.info()
+    return (await context.runs.cancel(run_id)).info()
 
 
 @router.get(
@@ -120,6 +114,9 @@ async def run_websocket(websocket: WebSocket, run_id: str, context: Context) -> 
         first = await open_log(context.bus, run_id, -1 if after is None else after)
     except ApiError as exc:
         await websocket.close(4000 + exc.status_code, exc.message[:120])
+        return
+    except UnknownRunError:
+        await websocket.close(4404, f"no run {run_id!r}"[:120])
         return
     await _first_of(_pump(websocket, context, run_id, -1 if after is None else after, first), _drain(websocket))
 

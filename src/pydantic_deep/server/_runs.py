@@ -21,7 +21,7 @@ from pydantic_ai.agent import AbstractAgent
 from pydantic_ai.messages import ModelMessage
 from pydantic_ai.models import Model
 
-from ..bus import EventBus
+from ..bus import EventBus, UnknownRunError
 from ..streaming import AnyStreamEvent, RunState, StreamEventType, run_stream
 from ._wire import RunInfo, RunStatusName, RunSummary, RunUsageInfo
 
@@ -235,9 +235,17 @@ class RunRegistry:
         await self.prune()
         return sorted(self._runs.values(), key=lambda r: r.created_at, reverse=True)
 
-    async def cancel(self, run_id: str) -> RunRecord | None:
+    async def require(self, run_id: str) -> RunRecord:
+        """The run's record; `UnknownRunError` when it never existed or was dropped."""
         record = await self.get(run_id)
-        if record is not None and record.status == "running":
+        if record is None:
+            raise UnknownRunError(run_id)
+        return record
+
+    async def cancel(self, run_id: str) -> RunRecord:
+        """Ask a running run to stop; a finished one is left as it is. `UnknownRunError` for no such run."""
+        record = await self.require(run_id)
+        if record.status == "running":
             record.token.cancel()
         return record
 

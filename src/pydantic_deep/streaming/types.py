@@ -11,13 +11,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from functools import lru_cache
-from typing import TYPE_CHECKING, Annotated, Any, Generic, Literal, TypeAlias, Union, cast, get_args
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeAlias, get_args
 
 from typing_extensions import TypedDict, TypeVar
 
-if TYPE_CHECKING:  # Pydantic is imported when the first event is encoded or decoded, not with this module
-    from pydantic import TypeAdapter, ValidationError
+if TYPE_CHECKING:  # the JSON machinery (and Pydantic) is imported on the first encode or decode
+    from . import _json
 
 __all__ = (
     "AgentEndData",
@@ -307,139 +306,20 @@ def payload_types() -> dict[StreamEventType, type[Mapping[str, Any]]]:
     return pairs
 
 
-class _Wire:
-    """The JSON form of events: one Pydantic `TypeAdapter` over a union discriminated by `event_type`."""
-
-    def __init__(self) -> None:
-        from pydantic import AwareDatetime, Field, PlainSerializer, TypeAdapter
-
-        timestamp = Annotated[
-            AwareDatetime, PlainSerializer(lambda value: value.isoformat(), return_type=str, when_used="json")
-        ]
-        self.encoders: dict[StreamEventType, TypeAdapter[Any]] = {}
-        variants: list[Any] = []
-        for event_type, payload in payload_types().items():
-            fields: dict[str, Any] = {
-                "event_type": Literal[event_type.value],  # type: ignore[valid-type]
-                "data": payload,
-                "timestamp": timestamp,
-                "seq": Annotated[int, Field(ge=0)],
-                "run_id": str,
-                "agent_name": str | None,
-                "parent_run_id": str | None,
-                "parent_tool_call_id": str | None,
-                "depth": Annotated[int, Field(ge=0)],
-            }
-            variant: Any = TypedDict(f"{event_type.value}_event", fields)  # type: ignore[misc]
-            variants.append(variant)
-            # Encoding picks the variant by the event's own type: cheaper than letting the union find it.
-            self.encoders[event_type] = TypeAdapter[Any](variant)
-        union: Any = Annotated[Union[tuple(variants)], Field(discriminator="event_type")]  # noqa: UP007
-        self.adapter = TypeAdapter[Any](union)
-
-    def encode(self, event: StreamEvent) -> str:
-        wire = {
-            "event_type": event.event_type.value,
-            "data": event.data,
-            "timestamp": event.timestamp,
-            "seq": event.seq,
-            "run_id": event.run_id,
-            "agent_name": event.agent_name,
-            "parent_run_id": event.parent_run_id,
-            "parent_tool_call_id": event.parent_tool_call_id,
-            "depth": event.depth,
-        }
-        encoder = self.encoders[event.event_type]
-        return encoder.dump_json(wire, fallback=_json_fallback, warnings=False).decode()
-
-    def decode_json(self, text: str | bytes) -> AnyStreamEvent:
-        from pydantic import ValidationError
-
-        try:
-            value = self.adapter.validate_json(text)
-        except ValidationError as exc:
-            raise ValueError(_describe(exc)) from None
-        return _from_wire(value)
-
-    def decode_python(self, value: Mapping[str, Any]) -> AnyStreamEvent:
-        from pydantic import ValidationError
-
-        try:
-            wire = self.adapter.validate_python(value)
-        except ValidationError as exc:
-            raise ValueError(_describe(exc)) from None
-        return _from_wire(wire)
-
-    def json_schema(self) -> dict[str, Any]:
-        return self.adapter.json_schema(mode="serialization", ref_template="#/$defs/{model}")
-
-
-@lru_cache(maxsize=1)
-def _wire() -> _Wire:
-    return _Wire()
-
-
-def _from_wire(value: dict[str, Any]) -> AnyStreamEvent:
-    return cast(
-        AnyStreamEvent,
-        StreamEvent(
-            event_type=StreamEventType(value["event_type"]),
-            data=value["data"],
-            timestamp=value["timestamp"],
-            seq=value["seq"],
-            run_id=value["run_id"],
-            agent_name=value["agent_name"],
-            parent_run_id=value["parent_run_id"],
-            parent_tool_call_id=value["parent_tool_call_id"],
-            depth=value["depth"],
-        ),
-    )
-
-
-def _describe(exc: ValidationError) -> str:
-    """Every problem, each with the field it is in: `not a StreamEvent: data.text: field required`."""
-    problems: list[str] = []
-    for error in exc.errors(include_url=False):
-        loc = [str(part) for part in error["loc"]]
-        if loc and loc[0] in _EVENT_TYPE_VALUES:
-            loc = loc[1:]  # the union's tag, already said by the event type
-        where = ".".join(loc)
-        match error["type"]:
-            case "json_invalid":
-                problems.append(f"not JSON ({(error.get('ctx') or {}).get('error', error['msg'])})")
-            case "model_type" | "dict_type" | "model_attributes_type" | "typed_dict_type":
-                problems.append(f"expected a JSON object ({error['msg']})" if not where else f"{where}: not an object")
-            case "union_tag_invalid":
-                tag = (error.get("ctx") or {}).get("tag")
-                problems.append(f"{tag!r} is not a valid event_type")
-            case "union_tag_not_found":
-                problems.append("missing or bad field 'event_type'")
-            case "timezone_aware":
-                problems.append(f"{where} must be timezone-aware")
-            case _:
-                problems.append(f"missing or bad field {where!r}: {error['msg']}")
-    return "not a StreamEvent: " + "; ".join(problems)
-
-
-_EVENT_TYPE_VALUES = frozenset(t.value for t in StreamEventType)
-
-
-def _json_fallback(value: object) -> object:
-    """Make tool results and payload values JSON-safe without failing the stream."""
-    from .._engine import jsonable
-
-    return jsonable(value)
-
-
 def stream_event_json_schema() -> dict[str, Any]:
     """The JSON Schema of one serialised `StreamEvent` (a `oneOf` keyed by `event_type`)."""
-    schema = _wire().json_schema()
-    return {
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "title": "StreamEvent",
-        "description": "One event of a pydantic-deep stream, as `StreamEvent.to_json()` writes it.",
-        **schema,
-    }
+    return _wire().json_schema()
+
+
+_WIRE: list[_json.Wire] = []
+
+
+def _wire() -> _json.Wire:
+    if not _WIRE:
+        from . import _json
+
+        _WIRE.append(_json.wire())
+    return _WIRE[0]
 
 
 def llm_chunk_event(*, text: str) -> LlmChunkStreamEvent:
