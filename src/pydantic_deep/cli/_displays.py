@@ -134,7 +134,23 @@ class StaticDisplay:
         pass
 
 
-class PlainDisplay:
+class _LineDisplay:
+    """What the line-oriented displays share: no animation, notices on stderr, nothing to undo on abort."""
+
+    err: TextIO
+
+    def tick(self) -> None:
+        pass
+
+    def notice(self, text: str) -> None:
+        self.err.write(f"pydantic-deep: {text}\n")
+        self.err.flush()
+
+    def abort(self) -> None:
+        pass
+
+
+class PlainDisplay(_LineDisplay):
     """Plain streaming lines on `out` (not a terminal, or `--quiet`); notices go to stderr."""
 
     def __init__(self, out: TextIO, *, quiet: bool = False, err: TextIO | None = None) -> None:
@@ -145,21 +161,11 @@ class PlainDisplay:
     def handle(self, event: AnyStreamEvent) -> None:
         self.printer.handle(event)
 
-    def tick(self) -> None:
-        pass
-
-    def notice(self, text: str) -> None:
-        self.err.write(f"pydantic-deep: {text}\n")
-        self.err.flush()
-
     def close(self, outcome: str | None = None) -> None:
         self.printer.close()  # the reason was on stderr when it happened
 
-    def abort(self) -> None:
-        pass
 
-
-class JsonDisplay:
+class JsonDisplay(_LineDisplay):
     """`--json`: each event as one line of JSON on `out`, flushed; notices go to stderr."""
 
     def __init__(self, out: TextIO, *, err: TextIO | None = None) -> None:
@@ -171,15 +177,5 @@ class JsonDisplay:
         self.state.apply(event)
         write_event(self.out, event)
 
-    def tick(self) -> None:
-        pass
-
-    def notice(self, text: str) -> None:
-        self.err.write(f"pydantic-deep: {text}\n")
-        self.err.flush()
-
     def close(self, outcome: str | None = None) -> None:
-        pass
-
-    def abort(self) -> None:
         pass
