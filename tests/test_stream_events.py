@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from types import UnionType
@@ -13,15 +12,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from pydantic_ai import Agent, ModelRetry, RunContext
-from pydantic_ai.messages import ModelMessage
-from pydantic_ai.models.function import (
-    AgentInfo,
-    DeltaThinkingCalls,
-    DeltaThinkingPart,
-    DeltaToolCall,
-    DeltaToolCalls,
-    FunctionModel,
-)
 
 from pydantic_deep import DeepAgentDeps, create_deep_agent, demo_model
 from pydantic_deep.streaming import (
@@ -42,6 +32,7 @@ from pydantic_deep.streaming import (
     tool_end_event,
     tool_start_event,
 )
+from pydantic_deep.testing import Fail, ScriptedModel, Step, Text, Thinking, ToolCall
 
 SCHEMA_PATH = Path(__file__).parent.parent / "docs" / "stream-event.schema.json"
 
@@ -196,15 +187,17 @@ def test_real_events_validate_against_the_schema() -> None:
 # ---- real runs against the published schema ----------------------------------------------------------
 
 
-async def _thinking_tool_model(
-    messages: list[ModelMessage], info: AgentInfo
-) -> AsyncIterator[str | DeltaThinkingCalls | DeltaToolCalls]:
-    if len(messages) == 1:
-        yield {0: DeltaThinkingPart(content="Let me check.")}
-        yield {1: DeltaToolCall(name="lookup", json_args='{"key": "a"}', tool_call_id="call-1")}
-        yield {2: DeltaToolCall(name="lookup", json_args='{"key": "missing"}', tool_call_id="call-2")}
-    else:
-        yield "Found it."
+def thinking_and_tools() -> ScriptedModel:
+    return ScriptedModel(
+        [
+            Step(
+                Thinking("Let me check."),
+                ToolCall("lookup", {"key": "a"}, id="call-1"),
+                ToolCall("lookup", {"key": "missing"}, id="call-2"),
+            ),
+            Step(Text("Found it.")),
+        ]
+    )
 
 
 async def lookup(ctx: RunContext[DeepAgentDeps], key: str) -> dict[str, Any]:
@@ -215,31 +208,22 @@ async def lookup(ctx: RunContext[DeepAgentDeps], key: str) -> dict[str, Any]:
     return {"key": key, "when": datetime(2026, 1, 1, tzinfo=UTC)}
 
 
-async def _lead_model(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str | DeltaToolCalls]:
-    if len(messages) == 1:
-        yield {0: DeltaToolCall(name="delegate_task", json_args='{"agent_name": "researcher", "task": "Look it up"}')}
-    else:
-        yield "The researcher found it."
-
-
-async def _broken_model(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str]:
-    yield "Starting"
-    raise ConnectionError("provider went away")
-
-
 async def _events_of_real_runs() -> dict[str, list[AnyStreamEvent]]:
     runs: dict[str, list[AnyStreamEvent]] = {}
     _, runs["demo"] = await collect_stream_result(
         create_deep_agent(demo_model(delay=0)), "Plan a picnic", DeepAgentDeps()
     )
-    tools = create_deep_agent(FunctionModel(stream_function=_thinking_tool_model), tools=[lookup], planning=False)
+    tools = create_deep_agent(thinking_and_tools(), tools=[lookup], planning=False)
     runs["tools"] = [event async for event in run_stream_with_tools(tools, "Look up a", DeepAgentDeps())]
     researcher = create_deep_agent(demo_model(delay=0), name="researcher", description="Looks things up")
-    lead = create_deep_agent(FunctionModel(stream_function=_lead_model), subagents=[researcher], planning=False)
+    delegate = ToolCall("delegate_task", {"agent_name": "researcher", "task": "Look it up"})
+    lead_model = ScriptedModel([Step(delegate), Step(Text("The researcher found it."))])
+    lead = create_deep_agent(lead_model, subagents=[researcher], planning=False)
     _, runs["subagent"] = await collect_stream_result(lead, "Research this", DeepAgentDeps())
     runs["failing"] = []
     with pytest.raises(ConnectionError):
-        async for event in run_stream(Agent(FunctionModel(stream_function=_broken_model)), "Hi"):
+        broken = ScriptedModel([Step(Text("Starting"), Fail(ConnectionError("provider went away")))])
+        async for event in run_stream(Agent(broken), "Hi"):
             runs["failing"].append(event)
     return runs
 
