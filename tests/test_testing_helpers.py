@@ -29,6 +29,7 @@ from pydantic_deep.streaming import (
     AnyStreamEvent,
     StreamEventType,
     collect_stream_result,
+    merge_streams,
     run_stream,
     run_stream_with_tools,
     stream_text,
@@ -125,6 +126,13 @@ async def test_scripted_model_drives_the_other_views() -> None:
     assert_events(events, TWO_LOOKUPS)
     non_streamed = await lookup_agent(two_lookups()).run("Look up", deps=deps())
     assert non_streamed.output == "Found A and B."
+    one, other = (run_stream(lookup_agent(two_lookups()), "Look up", deps()) for _ in range(2))
+    merged = [e async for e in merge_streams(one, other)]
+    assert len({e.run_id for e in merged}) == 2 and len(merged) == 2 * (
+        len(TWO_LOOKUPS) + 3
+    )  # 2 + 3 chunks joined into 2
+    for run_id in {e.run_id for e in merged}:
+        assert_events([e for e in merged if e.run_id == run_id], TWO_LOOKUPS)
 
 
 async def test_usage_per_step_gives_real_prices() -> None:
