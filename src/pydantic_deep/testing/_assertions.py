@@ -58,7 +58,7 @@ def normalize_events(events: Iterable[AnyStreamEvent]) -> list[dict[str, Any]]:
     Runs and tool calls get stable names in order of appearance (`run-1`, `call-1`, ...); timestamps
     and `seq` are dropped and durations become `None`; consecutive text, thinking and tool-argument
     deltas of one run (or one call) are joined into one event, so how the text was chunked does not
-    matter.
+    matter; and parallel tool calls that end back to back are listed in the order they started.
     """
     names: dict[str, str] = {}
     counts = {"run": 0, "call": 0}
@@ -100,7 +100,24 @@ def normalize_events(events: Iterable[AnyStreamEvent]) -> list[dict[str, Any]]:
             previous["data"][key] += data[key]
             continue
         out.append(row)
-    return out
+    return _parallel_ends_in_start_order(out)
+
+
+def _parallel_ends_in_start_order(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Tool calls that end back to back end in the order they started: the engine does not fix which finishes first."""
+    start = 0
+    while start < len(rows):
+        end = start
+        while end < len(rows) and rows[end]["event_type"] == "tool_end" and rows[end]["run"] == rows[start]["run"]:
+            end += 1
+        if end - start > 1:
+            rows[start:end] = sorted(rows[start:end], key=lambda row: _call_number(row["data"].get("tool_call_id")))
+        start = max(end, start + 1)
+    return rows
+
+
+def _call_number(name: str | None) -> int:
+    return int(name.rpartition("-")[2]) if name else 0
 
 
 def _expected(item: ExpectedEvent) -> dict[str, Any]:

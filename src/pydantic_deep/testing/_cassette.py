@@ -43,7 +43,7 @@ from pydantic_ai.models.wrapper import WrapperModel
 from pydantic_ai.settings import ModelSettings
 from pydantic_ai.usage import RequestUsage
 
-from ._playback import Delta, DeltaKind, PlaybackResponse, feed
+from ._playback import Delta, DeltaKind, PlaybackModel, PlaybackResponse, feed
 
 __all__ = ("CassetteMismatch", "RecordingModel", "ReplayModel")
 
@@ -142,25 +142,20 @@ class _Interaction:
         self.deltas.append(entry)
 
     def line(
-        self,
-        *,
-        usage: RequestUsage | None,
-        finish_reason: str | None,
-        model_name: str | None,
-        provider_name: str | None,
-        provider_url: str | None,
-        timestamp: datetime | None,
-        error: BaseException | None,
+        self, response: ModelResponse | StreamedResponse | None, *, error: BaseException | None = None
     ) -> dict[str, Any]:
+        """The cassette line of this interaction: the request, the deltas and how `response` ended."""
+        usage = response.usage if response is not None else None
+        timestamp = response.timestamp if response is not None else None
         return {
             "request": self.request,
             "streamed": self.streamed,
             "deltas": self.deltas,
             "usage": _USAGE.dump_python(usage, mode="json") if usage is not None else None,
-            "finish_reason": finish_reason,
-            "model_name": model_name,
-            "provider_name": provider_name,
-            "provider_url": provider_url,
+            "finish_reason": response.finish_reason if response is not None else None,
+            "model_name": response.model_name if response is not None else None,
+            "provider_name": response.provider_name if response is not None else None,
+            "provider_url": response.provider_url if response is not None else None,
             "timestamp": timestamp.isoformat() if timestamp is not None else None,
             "error": _error_record(error),
         }
@@ -265,17 +260,7 @@ class _RecordingResponse(StreamedResponse):
             self._usage = self.inner.usage
             self.finish_reason = self.inner.finish_reason
             self.provider_response_id = self.inner.provider_response_id
-            self.done(
-                self.interaction.line(
-                    usage=self._usage,
-                    finish_reason=self.finish_reason,
-                    model_name=self.inner.model_name,
-                    provider_name=self.inner.provider_name,
-                    provider_url=self.inner.provider_url,
-                    timestamp=self.inner.timestamp,
-                    error=error,
-                )
-            )
+            self.done(self.interaction.line(self.inner, error=error))
 
     async def close_stream(self) -> None:
         await self.inner.close_stream()
@@ -333,31 +318,11 @@ class RecordingModel(WrapperModel):
         try:
             response = await self.wrapped.request(messages, model_settings, model_request_parameters)
         except Exception as exc:
-            self._write(
-                interaction.line(
-                    usage=None,
-                    finish_reason=None,
-                    model_name=None,
-                    provider_name=None,
-                    provider_url=None,
-                    timestamp=None,
-                    error=exc,
-                )
-            )
+            self._write(interaction.line(None, error=exc))
             raise
         for delta in _deltas_of_response(response):
             interaction.add(delta)
-        self._write(
-            interaction.line(
-                usage=response.usage,
-                finish_reason=response.finish_reason,
-                model_name=response.model_name,
-                provider_name=response.provider_name,
-                provider_url=response.provider_url,
-                timestamp=response.timestamp,
-                error=None,
-            )
-        )
+        self._write(interaction.line(response))
         return response
 
     @asynccontextmanager
@@ -373,17 +338,7 @@ class RecordingModel(WrapperModel):
             opened = self.wrapped.request_stream(messages, model_settings, model_request_parameters, run_context)
             inner = await opened.__aenter__()
         except Exception as exc:
-            self._write(
-                interaction.line(
-                    usage=None,
-                    finish_reason=None,
-                    model_name=None,
-                    provider_name=None,
-                    provider_url=None,
-                    timestamp=None,
-                    error=exc,
-                )
-            )
+            self._write(interaction.line(None, error=exc))
             raise
         try:
             yield _RecordingResponse(
@@ -402,7 +357,7 @@ class RecordingModel(WrapperModel):
 # ---- replay ----------------------------------------------------------------------------------------------
 
 
-class ReplayModel(Model):
+class ReplayModel(PlaybackModel):
     """Answers requests from a cassette, in order, streaming the recorded deltas.
 
     `timing="instant"` (the default) sends every delta at once; `"recorded"` waits as long between
@@ -429,7 +384,7 @@ class ReplayModel(Model):
     def system(self) -> str:
         return str(self.header.get("system") or "replay")
 
-    def _answer(self, messages: list[ModelMessage], parameters: ModelRequestParameters) -> PlaybackResponse:
+    def _play(self, messages: list[ModelMessage], parameters: ModelRequestParameters) -> PlaybackResponse:
         number = self._next + 1
         if self._next >= len(self.interactions):
             raise CassetteMismatch(
@@ -469,21 +424,3 @@ class ReplayModel(Model):
             final_finish_reason=recorded.get("finish_reason"),
             error=_error_of(recorded["error"]) if recorded.get("error") else None,
         )
-
-    async def request(
-        self,
-        messages: list[ModelMessage],
-        model_settings: ModelSettings | None,
-        model_request_parameters: ModelRequestParameters,
-    ) -> ModelResponse:
-        return await self._answer(messages, model_request_parameters).whole()
-
-    @asynccontextmanager
-    async def request_stream(
-        self,
-        messages: list[ModelMessage],
-        model_settings: ModelSettings | None,
-        model_request_parameters: ModelRequestParameters,
-        run_context: RunContext[Any] | None = None,
-    ) -> AsyncGenerator[StreamedResponse]:
-        yield self._answer(messages, model_request_parameters)

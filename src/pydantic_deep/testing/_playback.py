@@ -7,19 +7,23 @@ played response streams the same part and delta events a real one would.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from abc import abstractmethod
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic_ai.messages import FinishReason, ModelResponse, ModelResponseStreamEvent
-from pydantic_ai.models import StreamedResponse
+from pydantic_ai import RunContext
+from pydantic_ai.messages import FinishReason, ModelMessage, ModelResponse, ModelResponseStreamEvent
+from pydantic_ai.models import Model, ModelRequestParameters, StreamedResponse
+from pydantic_ai.settings import ModelSettings
 from pydantic_ai.usage import RequestUsage
 
 if TYPE_CHECKING:
     from pydantic_ai._parts_manager import ModelResponsePartsManager
 
-__all__ = ("Delta", "PlaybackResponse", "feed")
+__all__ = ("Delta", "PlaybackModel", "PlaybackResponse", "feed")
 
 DeltaKind = Literal["text", "thinking", "tool_call"]
 
@@ -108,3 +112,28 @@ class PlaybackResponse(StreamedResponse):
     @property
     def timestamp(self) -> datetime:
         return self.at or self._timestamp
+
+
+class PlaybackModel(Model):
+    """A model whose every answer is a `PlaybackResponse`: streamed as it is, or played whole."""
+
+    @abstractmethod
+    def _play(self, messages: list[ModelMessage], parameters: ModelRequestParameters) -> PlaybackResponse: ...
+
+    async def request(
+        self,
+        messages: list[ModelMessage],
+        model_settings: ModelSettings | None,
+        model_request_parameters: ModelRequestParameters,
+    ) -> ModelResponse:
+        return await self._play(messages, model_request_parameters).whole()
+
+    @asynccontextmanager
+    async def request_stream(
+        self,
+        messages: list[ModelMessage],
+        model_settings: ModelSettings | None,
+        model_request_parameters: ModelRequestParameters,
+        run_context: RunContext[Any] | None = None,
+    ) -> AsyncGenerator[StreamedResponse]:
+        yield self._play(messages, model_request_parameters)

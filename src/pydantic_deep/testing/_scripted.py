@@ -22,26 +22,22 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncGenerator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic_ai import RunContext
 from pydantic_ai.exceptions import ModelHTTPError
 from pydantic_ai.messages import (
     FinishReason,
     ModelMessage,
     ModelRequest,
-    ModelResponse,
     ToolReturnPart,
     UserPromptPart,
 )
-from pydantic_ai.models import Model, ModelRequestParameters, StreamedResponse
-from pydantic_ai.settings import ModelSettings
+from pydantic_ai.models import ModelRequestParameters
 from pydantic_ai.usage import RequestUsage
 
-from ._playback import Delta, PlaybackResponse
+from ._playback import Delta, PlaybackModel, PlaybackResponse
 
 __all__ = ("Chunk", "Fail", "ScriptedModel", "ScriptedModelError", "Step", "Text", "Thinking", "ToolCall")
 
@@ -142,7 +138,7 @@ class Step:
         object.__setattr__(self, "expect_tool_results", tuple(expect_tool_results) if expect_tool_results else None)
 
 
-class ScriptedModel(Model):
+class ScriptedModel(PlaybackModel):
     """A model that answers request N with step N of `steps`, streamed or not.
 
     A step lists parts (`Text`, `Thinking`, `ToolCall`, `Fail`); several `ToolCall`s in one step are
@@ -176,24 +172,6 @@ class ScriptedModel(Model):
     @property
     def system(self) -> str:
         return self._provider_name or "scripted"
-
-    async def request(
-        self,
-        messages: list[ModelMessage],
-        model_settings: ModelSettings | None,
-        model_request_parameters: ModelRequestParameters,
-    ) -> ModelResponse:
-        return await self._play(messages, model_request_parameters).whole()
-
-    @asynccontextmanager
-    async def request_stream(
-        self,
-        messages: list[ModelMessage],
-        model_settings: ModelSettings | None,
-        model_request_parameters: ModelRequestParameters,
-        run_context: RunContext[Any] | None = None,
-    ) -> AsyncGenerator[StreamedResponse]:
-        yield self._play(messages, model_request_parameters)
 
     def _play(self, messages: list[ModelMessage], parameters: ModelRequestParameters) -> PlaybackResponse:
         number = len(self.requests) + 1
