@@ -68,6 +68,8 @@ HEAVY = ("fastapi", "uvicorn", "redis", "opentelemetry.sdk", "starlette")
         ("from pydantic_deep import create_deep_agent, DeepAgentDeps", HEAVY),
         ("from pydantic_deep.streaming import run_stream, RunState", HEAVY),
         ("from pydantic_deep.cli import main", (*HEAVY, "pydantic_ai")),
+        # Loaded into every pytest run of a project that installs us: it must cost next to nothing.
+        ("import pydantic_deep.testing.pytest_plugin", (*HEAVY, "pydantic_ai")),
     ],
 )
 def test_importing_a_part_imports_only_what_it_needs(code: str, absent: tuple[str, ...]) -> None:

@@ -18,12 +18,14 @@ import os
 import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
-from pydantic_ai.models import Model, infer_model
 
 from ._assertions import UPDATE_GOLDEN_ENV
-from ._cassette import RecordingModel, ReplayModel
+
+if TYPE_CHECKING:  # Pydantic AI is imported when a test uses the fixture, not when pytest loads the plugin
+    from pydantic_ai.models import Model
 
 __all__ = ("cassette", "cassette_path")
 
@@ -67,6 +69,10 @@ def cassette(request: pytest.FixtureRequest) -> Callable[[Model | str], Model]:
     record = bool(request.config.getoption("--record-cassettes"))
 
     def use(model: Model | str) -> Model:
+        from pydantic_ai.models import infer_model
+
+        from ._cassette import RecordingModel, ReplayModel
+
         key = _key_env(model)
         has_key = bool(os.environ.get(key)) if key else False
         if record or (not path.exists() and has_key):
