@@ -7,7 +7,6 @@ Built on first use, so importing the event model does not import Pydantic.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from functools import lru_cache
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, cast
 
 from typing_extensions import TypedDict
@@ -93,8 +92,8 @@ class Wire:
         }
 
 
-@lru_cache(maxsize=1)
 def wire() -> Wire:
+    """A new `Wire`; `types` keeps the one every event uses, built on the first encode or decode."""
     return Wire()
 
 

@@ -188,46 +188,27 @@ def _error_of(record: dict[str, Any]) -> BaseException:
 
 def _deltas_of(event: ModelResponseStreamEvent) -> list[Delta]:
     """The deltas a provider's stream event carried, in the form the cassette keeps."""
+    index = getattr(event, "index", 0)
     if isinstance(event, PartStartEvent):
-        part, index = event.part, event.index
-        if isinstance(part, TextPart):
-            return [Delta(kind="text", index=index, content=part.content)]
-        if isinstance(part, ThinkingPart):
-            return [Delta(kind="thinking", index=index, content=part.content)]
+        part = event.part
+        if isinstance(part, TextPart | ThinkingPart):
+            return [Delta(kind="text" if isinstance(part, TextPart) else "thinking", index=index, content=part.content)]
         if isinstance(part, ToolCallPart):
-            args = part.args if isinstance(part.args, str) or part.args is None else json.dumps(part.args)
-            return [
-                Delta(
-                    kind="tool_call",
-                    index=index,
-                    content=args,
-                    tool_name=part.tool_name,
-                    tool_call_id=part.tool_call_id,
-                )
-            ]
-        return []
-    if isinstance(event, PartDeltaEvent):
-        delta, index = event.delta, event.index
-        if isinstance(delta, TextPartDelta):
-            return [Delta(kind="text", index=index, content=delta.content_delta)]
-        if isinstance(delta, ThinkingPartDelta):
-            return [Delta(kind="thinking", index=index, content=delta.content_delta)]
+            return [_tool_delta(index, part.args, part.tool_name, part.tool_call_id)]
+    elif isinstance(event, PartDeltaEvent):
+        delta = event.delta
+        if isinstance(delta, TextPartDelta | ThinkingPartDelta):
+            kind = "text" if isinstance(delta, TextPartDelta) else "thinking"
+            return [Delta(kind=kind, index=index, content=delta.content_delta)]
         if isinstance(delta, ToolCallPartDelta):
-            args = (
-                delta.args_delta
-                if isinstance(delta.args_delta, str) or delta.args_delta is None
-                else json.dumps(delta.args_delta)
-            )
-            return [
-                Delta(
-                    kind="tool_call",
-                    index=index,
-                    content=args,
-                    tool_name=delta.tool_name_delta,
-                    tool_call_id=delta.tool_call_id,
-                )
-            ]
+            return [_tool_delta(index, delta.args_delta, delta.tool_name_delta, delta.tool_call_id)]
     return []
+
+
+def _tool_delta(index: int, args: object, name: str | None, call_id: str | None) -> Delta:
+    """A tool call's fragment; arguments a provider sent as an object are kept as their JSON text."""
+    text = args if isinstance(args, str) or args is None else json.dumps(args, default=repr)
+    return Delta(kind="tool_call", index=index, content=text, tool_name=name, tool_call_id=call_id)
 
 
 def _deltas_of_response(response: ModelResponse) -> list[Delta]:
