@@ -608,7 +608,7 @@ def test_published_openapi_schema_is_current() -> None:
         "/runs/{run_id}/events",
         "/vercel-ai",
     ]
-    assert sorted(paths["/runs"]["post"]["responses"]) == ["201", "401", "413", "422", "429"]
+    assert sorted(paths["/runs"]["post"]["responses"]) == ["201", "401", "413", "422", "429", "503"]
 
 
 def test_docstring_examples_run(monkeypatch: pytest.MonkeyPatch) -> None:

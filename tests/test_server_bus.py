@@ -180,6 +180,8 @@ async def test_the_server_on_redis_streams_runs_and_another_server_can_follow_th
             async with client(create_app(script.agent(), bus=other_bus)) as elsewhere:
                 there = await elsewhere.get(f"/runs/{run_id}/events")
                 status_there = await elsewhere.get(f"/runs/{run_id}")
+                listed_there = (await elsewhere.get("/runs")).json()["runs"]
+            status_here = (await http.get(f"/runs/{run_id}")).json()
     finally:
         await bus.aclose()
         await other_bus.aclose()  # left open, its socket is closed by the garbage collector inside a later test
@@ -187,7 +189,9 @@ async def test_the_server_on_redis_streams_runs_and_another_server_can_follow_th
     assert here[-1]["event_type"] == "agent_end" and [e["seq"] for e in here] == list(range(len(here)))
     assert resumed == here[3:]
     assert events_of(parse_sse(there.text)) == here
-    assert status_there.status_code == 404  # run status lives with the server that runs it
+    # Status is read from the log elsewhere: the same facts as where the run ran.
+    assert status_there.json() == status_here and status_here["status"] == "succeeded"
+    assert [(r["run_id"], r["status"]) for r in listed_there] == [(run_id, "succeeded")]
 
 
 def test_redis_bus_names_its_keys_and_connects_lazily() -> None:

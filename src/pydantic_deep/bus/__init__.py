@@ -6,7 +6,15 @@ run's events to a bus and streams them to clients from it, which is what makes r
 """
 
 from ._memory import InMemoryEventBus
-from ._protocol import EventBatch, EventBus, UnknownRunError, follow
+from ._protocol import BusUnavailableError, EventBatch, EventBus, UnknownRunError, follow
 from ._redis import RedisEventBus
 
-__all__ = ("EventBatch", "EventBus", "InMemoryEventBus", "RedisEventBus", "UnknownRunError", "follow")
+__all__ = (
+    "BusUnavailableError",
+    "EventBatch",
+    "EventBus",
+    "InMemoryEventBus",
+    "RedisEventBus",
+    "UnknownRunError",
+    "follow",
+)

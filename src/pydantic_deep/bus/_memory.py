@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncGenerator, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ..streaming.types import AnyStreamEvent
-from ._protocol import EventBatch, UnknownRunError
+from ._protocol import EventBatch, UnknownRunError, run_end_meta
 
 __all__ = ("InMemoryEventBus",)
 
@@ -17,6 +18,7 @@ class _Log:
     # The events' JSON, encoded by the first reader that reaches them and then shared by all.
     lines: list[str] = field(default_factory=list[str])
     closed: bool = False
+    meta: dict[str, str] = field(default_factory=dict[str, str])
     # Replaced on every change and set, so each waiting reader wakes once per append, with no queue per reader.
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -35,6 +37,7 @@ class InMemoryEventBus:
 
     def __init__(self) -> None:
         self._logs: dict[str, _Log] = {}
+        self._subscribers: set[asyncio.Queue[dict[str, str]]] = set()
 
     def _log(self, run_id: str) -> _Log:
         log = self._logs.get(run_id)
@@ -42,10 +45,10 @@ class InMemoryEventBus:
             raise UnknownRunError(run_id)
         return log
 
-    async def open(self, run_id: str) -> None:
+    async def open(self, run_id: str, meta: Mapping[str, str] | None = None) -> None:
         if run_id in self._logs:
             raise ValueError(f"run {run_id!r} already has an event log")
-        self._logs[run_id] = _Log()
+        self._logs[run_id] = _Log(meta=dict(meta or {}))
 
     async def append(self, run_id: str, event: AnyStreamEvent) -> None:
         log = self._log(run_id)
@@ -54,7 +57,13 @@ class InMemoryEventBus:
         if event.seq != len(log.events):
             raise ValueError(f"run {run_id!r} expects seq {len(log.events)} next, got {event.seq}")
         log.events.append(event)
+        if (end := run_end_meta(event)) is not None:
+            log.meta.update(end)
         log.notify()
+
+    async def append_many(self, run_id: str, events: Sequence[AnyStreamEvent]) -> None:
+        for event in events:
+            await self.append(run_id, event)
 
     async def close(self, run_id: str) -> None:
         log = self._log(run_id)
@@ -94,6 +103,31 @@ class InMemoryEventBus:
     async def aclose(self) -> None:
         for run_id in list(self._logs):
             await self.discard(run_id)
+
+    async def metas(self, run_ids: Sequence[str]) -> list[dict[str, str] | None]:
+        return [dict(log.meta) if (log := self._logs.get(run_id)) is not None else None for run_id in run_ids]
+
+    async def run_ids(self, limit: int) -> list[str]:
+        return list(reversed(self._logs))[:limit]
+
+    async def renew(self, owner: str, run_ids: Collection[str], seconds: float) -> None:
+        """Nothing to do: every run of an in-process bus lives and dies with this process."""
+
+    async def orphans(self) -> list[str]:
+        return []
+
+    async def publish(self, message: Mapping[str, str]) -> None:
+        for queue in self._subscribers:
+            queue.put_nowait(dict(message))
+
+    async def subscribe(self) -> AsyncGenerator[dict[str, str]]:
+        queue: asyncio.Queue[dict[str, str]] = asyncio.Queue()
+        self._subscribers.add(queue)
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            self._subscribers.discard(queue)
 
     def __len__(self) -> int:
         """How many run logs are held."""

@@ -8,13 +8,13 @@ that reconnects resumes exactly where it stopped.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from ..streaming.types import AnyStreamEvent
+from ..streaming.types import AnyStreamEvent, StreamEventType
 
-__all__ = ("EventBatch", "EventBus", "UnknownRunError", "follow")
+__all__ = ("BusUnavailableError", "EventBatch", "EventBus", "UnknownRunError", "follow")
 
 
 class UnknownRunError(KeyError):
@@ -26,6 +26,10 @@ class UnknownRunError(KeyError):
 
     def __str__(self) -> str:
         return f"no event log for run {self.run_id!r}"
+
+
+class BusUnavailableError(ConnectionError):
+    """The bus cannot be reached right now (Redis down or restarting); the same call may work later."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -57,12 +61,16 @@ class EventBus(Protocol):
     processes). A log is addressed by `seq`: the event appended n-th has `seq == n` (from 0).
     """
 
-    async def open(self, run_id: str) -> None:
-        """Create an empty log for `run_id`; `ValueError` if one exists."""
+    async def open(self, run_id: str, meta: Mapping[str, str] | None = None) -> None:
+        """Create an empty log for `run_id` described by `meta` (see `meta`); `ValueError` if one exists."""
         ...
 
     async def append(self, run_id: str, event: AnyStreamEvent) -> None:
         """Add `event` at the end of the log; its `seq` must be the log's length (`ValueError` otherwise)."""
+        ...
+
+    async def append_many(self, run_id: str, events: Sequence[AnyStreamEvent]) -> None:
+        """`append` each of `events` in order, in one round trip where the bus can."""
         ...
 
     async def close(self, run_id: str) -> None:
@@ -89,6 +97,40 @@ class EventBus(Protocol):
     async def aclose(self) -> None:
         """Release the bus's resources (connections); the logs of an in-process bus go with it."""
         ...
+
+    # ---- what a fleet of servers shares besides the logs ------------------------------------------------
+
+    async def metas(self, run_ids: Sequence[str]) -> list[dict[str, str] | None]:
+        """For each run, what `open` was given plus `status` and `finished_at` once its `agent_end` is
+        appended; `None` for a run whose log is not held."""
+        ...
+
+    async def run_ids(self, limit: int) -> list[str]:
+        """The runs whose logs are held, newest first, at most `limit`."""
+        ...
+
+    async def renew(self, owner: str, run_ids: Collection[str], seconds: float) -> None:
+        """Hold a lease of `seconds` on each run for `owner` (the process running it)."""
+        ...
+
+    async def orphans(self) -> list[str]:
+        """Open logs whose lease has lapsed: the process running them is gone."""
+        ...
+
+    async def publish(self, message: Mapping[str, str]) -> None:
+        """Send `message` to every `subscribe`r, in every process on this bus (a cancel, say)."""
+        ...
+
+    def subscribe(self) -> AsyncGenerator[dict[str, str]]:
+        """The messages `publish`ed from now on, until the iterator is closed."""
+        ...
+
+
+def run_end_meta(event: AnyStreamEvent) -> dict[str, str] | None:
+    """`status` and `finished_at` for a run's meta when `event` is its top-level `agent_end`, else `None`."""
+    if event.event_type is StreamEventType.AGENT_END and event.depth == 0:
+        return {"status": event.data["status"], "finished_at": event.timestamp.isoformat()}
+    return None
 
 
 async def follow(bus: EventBus, run_id: str, after: int = -1) -> AsyncIterator[AnyStreamEvent]:

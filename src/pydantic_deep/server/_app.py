@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from pydantic_ai.agent import AbstractAgent
 from pydantic_ai.models import Model
 
-from ..bus import EventBus, InMemoryEventBus
+from ..bus import EventBus, InMemoryEventBus, RedisEventBus
 from ..deps import DeepAgentDeps
 from . import _routes_chat, _routes_page, _routes_protocols, _routes_runs
 from ._context import ServerContext
@@ -23,7 +23,7 @@ from ._errors import install_error_handlers
 from ._guard import BodyLimit, RequireToken, TokenCheck
 from ._runs import RunRegistry
 
-__all__ = ("TOKEN_ENV_VAR", "create_app")
+__all__ = ("TOKEN_ENV_VAR", "bus_from_url", "create_app")
 
 TOKEN_ENV_VAR = "PYDANTIC_DEEP_TOKEN"
 
@@ -31,7 +31,7 @@ TOKEN_ENV_VAR = "PYDANTIC_DEEP_TOKEN"
 def create_app(
     agent: AbstractAgent[Any, Any] | None = None,
     *,
-    bus: EventBus | None = None,
+    bus: EventBus | str | None = None,
     token: str | None = None,
     model: Model | str | None = None,
     deps: Callable[[], Any] | None = None,
@@ -41,6 +41,11 @@ def create_app(
     retention_seconds: float = 3600.0,
     max_retained_runs: int = 1000,
     keepalive_seconds: float = 15.0,
+    run_timeout: float | None = None,
+    idle_timeout: float | None = None,
+    drain_timeout: float = 30.0,
+    lease_seconds: float = 10.0,
+    max_buffered_events: int = 10_000,
 ) -> FastAPI:
     """Build the ASGI app: start runs over HTTP and stream their events to any number of clients.
 
@@ -69,12 +74,16 @@ def create_app(
     ```
 
     `agent` defaults to `create_deep_agent(model)`; each run gets `deps()` (a fresh `DeepAgentDeps` by
-    default). Events go to `bus` (an `InMemoryEventBus` unless given: pass a `RedisEventBus` to share
-    runs between processes), and every reader follows that log at its own pace. `token` (or the
-    `PYDANTIC_DEEP_TOKEN` environment variable) makes every endpoint but the dashboard page require
-    `Authorization: Bearer <token>`. Limits: `max_prompt_chars` (413 above), `max_request_bytes` (413),
-    `max_concurrent_runs` (429 with `Retry-After`); finished runs are dropped after `retention_seconds`
-    or when more than `max_retained_runs` are held. `keepalive_seconds` spaces the SSE keep-alive comments.
+    default). Events go to `bus` (an `InMemoryEventBus` unless given: pass a `RedisEventBus`, or its
+    `redis://` URL, to share runs between processes), and every reader follows that log at its own pace.
+    `token` (or the `PYDANTIC_DEEP_TOKEN` environment variable) makes every endpoint but the dashboard
+    page require `Authorization: Bearer <token>`. Limits: `max_prompt_chars` (413 above),
+    `max_request_bytes` (413), `max_concurrent_runs` (429 with `Retry-After`); finished runs are dropped
+    after `retention_seconds` or when more than `max_retained_runs` are held. `keepalive_seconds` spaces
+    the SSE keep-alive comments. A run past `run_timeout` seconds, or `idle_timeout` seconds without an
+    event, ends `failed`. `drain_timeout` is how long a shutdown lets running runs finish;
+    `lease_seconds` how soon the fleet notices a dead process; `max_buffered_events` how many events a
+    run may hold while the bus is away before it is stopped. See docs/server.md and docs/scaling.md.
     """
     if token is None:
         token = os.environ.get(TOKEN_ENV_VAR) or None
@@ -89,11 +98,17 @@ def create_app(
             raise ValueError(f"{name} must be at least 1, got {value!r}")
     if retention_seconds < 0 or max_retained_runs < 0 or keepalive_seconds <= 0:
         raise ValueError("retention_seconds and max_retained_runs must be >= 0 and keepalive_seconds > 0")
+    for name, limit in (("run_timeout", run_timeout), ("idle_timeout", idle_timeout)):
+        if limit is not None and not limit > 0:
+            raise ValueError(f"{name} must be a positive number of seconds or None, got {limit!r}")
+    if drain_timeout < 0 or not lease_seconds > 0 or max_buffered_events < 1:
+        raise ValueError("drain_timeout must be >= 0, lease_seconds > 0 and max_buffered_events >= 1")
     if agent is None:
         from ..agent import create_deep_agent
 
         agent = create_deep_agent(model)
-    event_bus: EventBus = bus if bus is not None else InMemoryEventBus()
+    event_bus = bus_from_url(bus) if bus is None or isinstance(bus, str) else bus
+    owns_bus = bus is None or isinstance(bus, str)
     new_deps = deps or DeepAgentDeps
     context = ServerContext(
         agent=agent,
@@ -105,20 +120,27 @@ def create_app(
             max_concurrent_runs=max_concurrent_runs,
             retention_seconds=retention_seconds,
             max_retained_runs=max_retained_runs,
+            run_timeout=run_timeout,
+            idle_timeout=idle_timeout,
+            lease_seconds=lease_seconds,
+            max_buffered_events=max_buffered_events,
         ),
         bus=event_bus,
         check=TokenCheck(token),
         max_prompt_chars=max_prompt_chars,
         keepalive_seconds=keepalive_seconds,
+        drain_timeout=drain_timeout,
     )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncGenerator[None]:
+        await context.runs.open()
         try:
             yield
         finally:
+            context.stopping.set()
             await context.runs.aclose()
-            if bus is None:  # ours to close; a bus passed in belongs to the caller
+            if owns_bus:  # ours to close; a bus passed in belongs to the caller
                 await event_bus.aclose()
 
     app = FastAPI(
@@ -141,6 +163,15 @@ def create_app(
     for module in (_routes_page, _routes_runs, _routes_chat, _routes_protocols):
         app.include_router(module.router)
     return app
+
+
+def bus_from_url(url: str | None) -> EventBus:
+    """`None` or `memory` is an `InMemoryEventBus`; `redis://` or `rediss://` a `RedisEventBus`."""
+    if url is None or url.strip() in ("", "memory"):
+        return InMemoryEventBus()
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        return RedisEventBus(url.strip())
+    raise ValueError(f"unknown bus {url!r}: use 'memory' or a Redis URL such as redis://127.0.0.1:6379/0")
 
 
 def _streaming_openapi(plain: Callable[[], dict[str, Any]]) -> Callable[[], dict[str, Any]]:

@@ -7,9 +7,11 @@ every endpoint that follows a log opens it through `open_log`.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import Depends
@@ -24,6 +26,8 @@ from ._sse import KEEP_ALIVE, follow_log
 
 __all__ = ("Context", "ServerContext", "open_log", "parse_resume_point")
 
+logger = logging.getLogger("pydantic_deep.server")
+
 
 @dataclass(frozen=True, kw_only=True)
 class ServerContext:
@@ -36,6 +40,11 @@ class ServerContext:
     check: TokenCheck
     max_prompt_chars: int
     keepalive_seconds: float
+    drain_timeout: float = 30.0
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when the server shuts down: every stream still open ends (its client resumes elsewhere)."""
+    _streams: dict[str, int] = field(default_factory=dict[str, int])
+    _stream_ended: asyncio.Event = field(default_factory=asyncio.Event)
 
     def check_prompt(self, prompt: str) -> None:
         """422 for a blank prompt, 413 for one over the limit."""
@@ -49,9 +58,32 @@ class ServerContext:
                 field="prompt",
             )
 
-    def batches(self, run_id: str, after: int, first: EventBatch) -> AsyncIterator[EventBatch]:
+    async def batches(self, run_id: str, after: int, first: EventBatch) -> AsyncIterator[EventBatch]:
         """The log's batches past `after` (starting with `first`), an empty one whenever it has been idle a while."""
-        return follow_log(self.bus, run_id, after, keepalive=self.keepalive_seconds, first=first)
+        self._streams[run_id] = self._streams.get(run_id, 0) + 1
+        try:
+            async for batch in follow_log(self.bus, run_id, after, keepalive=self.keepalive_seconds, first=first):
+                yield batch
+        finally:
+            self._streams[run_id] -= 1
+            if not self._streams[run_id]:
+                del self._streams[run_id]
+            self._stream_ended.set()
+
+    async def shutdown(self, drain_timeout: float | None = None) -> None:
+        """Drain: refuse new runs (503), let running ones finish for up to `drain_timeout` (cancel the rest),
+        give their readers a moment to reach `agent_end`, then end every stream still open."""
+        timeout = self.drain_timeout if drain_timeout is None else drain_timeout
+        local = {record.run_id for record in self.runs.running()}
+        await self.runs.drain(timeout)
+        try:
+            async with asyncio.timeout(2.0):  # readers of our runs are reading their last events
+                while local & self._streams.keys():
+                    self._stream_ended.clear()
+                    await self._stream_ended.wait()
+        except TimeoutError:
+            logger.info("draining: closing streams of readers still behind")
+        self.stopping.set()
 
     async def sse(
         self, run_id: str, after: int, first: EventBatch, frame: Callable[[EventBatch], bytes]

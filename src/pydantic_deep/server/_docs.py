@@ -14,6 +14,7 @@ _DESCRIPTIONS = {
     413: "The prompt or the request body is over the limit.",
     422: "Malformed JSON, or a missing, empty or invalid field (named in `error.field`).",
     429: "Too many runs in progress; `Retry-After` says when to try again.",
+    503: "The server is shutting down, or its event bus (Redis) is unreachable; retry after `Retry-After`.",
 }
 
 
@@ -36,5 +37,5 @@ def protocol_answers(description: str) -> dict[int | str, dict[str, Any]]:
     """A UI protocol endpoint's answers: its own event stream, or one of our errors."""
     return {
         200: {"description": description, "content": {"text/event-stream": {"schema": {"type": "string"}}}},
-        **json_errors(401, 429),
+        **json_errors(401, 429, 503),
     }

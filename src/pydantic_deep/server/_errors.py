@@ -4,6 +4,8 @@ Exceptions:
 
     ApiError                       an error the client can act on (its status, code and message are sent)
     TooManyRuns (from _runs)       the registry is at its concurrency limit: sent as 429 with Retry-After
+    ServerDraining (from _runs)    the server is shutting down: sent as 503 with Retry-After
+    BusUnavailableError (bus)      Redis cannot be reached: sent as 503 with Retry-After
     UnknownRunError (from bus)     no such run in the registry or on the bus: sent as 404 `run_not_found`
     RequestValidationError         FastAPI's, for bad bodies and query parameters: sent as 422 naming the field
     starlette HTTPException        unknown routes (404), wrong methods (405), media types (415): sent as is
@@ -22,8 +24,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..bus import UnknownRunError
-from ._runs import TooManyRuns
+from ..bus import BusUnavailableError, UnknownRunError
+from ._runs import ServerDraining, TooManyRuns
 
 __all__ = ("ApiError", "ErrorBody", "ErrorDetail", "FieldError", "error_response", "install_error_handlers")
 
@@ -158,6 +160,15 @@ def install_error_handlers(app: FastAPI) -> None:
         message = f"no run {exc.run_id!r}: it never existed or was dropped"
         return error_response(404, "run_not_found", message, field="run_id")
 
+    async def on_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, ServerDraining):
+            return error_response(503, "shutting_down", str(exc), headers={"Retry-After": "1"})
+        logger.warning("%s %s: %s", request.method, request.url.path, exc)
+        message = "the event bus (Redis) is unavailable; try again shortly"
+        return error_response(503, "bus_unavailable", message, headers={"Retry-After": "2"})
+
+    app.add_exception_handler(ServerDraining, on_unavailable)
+    app.add_exception_handler(BusUnavailableError, on_unavailable)
     app.add_exception_handler(TooManyRuns, on_too_many_runs)
     app.add_exception_handler(UnknownRunError, on_unknown_run)
     app.add_exception_handler(RequestValidationError, on_validation_error)

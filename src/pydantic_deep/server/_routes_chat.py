@@ -24,7 +24,7 @@ router = APIRouter(tags=["chat"])
     "/chat",
     response_model=None,
     summary="Start a run and stream its answer text (SSE)",
-    responses={**SSE_ANSWERS, **json_errors(401, 404, 413, 422, 429)},
+    responses={**SSE_ANSWERS, **json_errors(401, 404, 413, 422, 429, 503)},
 )
 async def chat(
     context: Context,
@@ -65,7 +65,7 @@ async def chat(
         async for chunk in context.sse(run_id, after, first, frames):
             yield chunk
 
-    return EventStreamResponse(body())
+    return EventStreamResponse(body(), stop=context.stopping)
 
 
 def _chat_frame(run_id: str, event: AnyStreamEvent) -> bytes:

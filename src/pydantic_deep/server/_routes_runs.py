@@ -19,6 +19,7 @@ from ..models import ModelConfigError, resolve_model
 from ._context import Context, ServerContext, open_log, parse_resume_point
 from ._docs import SSE_ANSWERS, json_errors
 from ._errors import ApiError, FieldError, validation_errors
+from ._runs import RunRecord
 from ._sse import EventStreamResponse, event_frame
 from ._wire import RunCreated, RunInfo, RunList, RunRequest
 
@@ -34,7 +35,7 @@ router = APIRouter(prefix="/runs", tags=["runs"])
     status_code=201,
     response_model=RunCreated,
     summary="Start a run",
-    responses=json_errors(401, 413, 422, 429),
+    responses=json_errors(401, 413, 422, 429, 503),
 )
 async def start_run(body: RunRequest, response: Response, context: Context) -> RunCreated:
     """Start a run that executes whether or not anyone watches; follow it at `/runs/{run_id}/events`."""
@@ -49,7 +50,7 @@ async def start_run(body: RunRequest, response: Response, context: Context) -> R
 @router.get("", response_model=RunList, summary="List recent runs", responses=json_errors(401))
 async def list_runs(context: Context) -> RunList:
     """The runs the server still holds (running ones and finished ones within retention), newest first."""
-    return RunList(runs=[record.summary() for record in await context.runs.list()])
+    return RunList(runs=[r.summary() if isinstance(r, RunRecord) else r for r in await context.runs.list()])
 
 
 @router.get("/{run_id}", response_model=RunInfo, summary="A run's status", responses=json_errors(401, 404))
@@ -93,7 +94,7 @@ async def run_events(
     first = await open_log(context.bus, run_id, after)
     if first is None:
         return Response(status_code=204)
-    return EventStreamResponse(context.sse(run_id, after, first, _event_frames))
+    return EventStreamResponse(context.sse(run_id, after, first, _event_frames), stop=context.stopping)
 
 
 def _event_frames(batch: EventBatch) -> bytes:
@@ -118,7 +119,11 @@ async def run_websocket(websocket: WebSocket, run_id: str, context: Context) -> 
     except UnknownRunError:
         await websocket.close(4404, f"no run {run_id!r}"[:120])
         return
-    await _first_of(_pump(websocket, context, run_id, -1 if after is None else after, first), _drain(websocket))
+    await _first_of(
+        _pump(websocket, context, run_id, -1 if after is None else after, first),
+        _drain(websocket),
+        _stopped(websocket, context),
+    )
 
 
 async def _pump(
@@ -129,6 +134,12 @@ async def _pump(
             for line in batch.lines:
                 await websocket.send_text(line)
     await websocket.close(1000)
+
+
+async def _stopped(websocket: WebSocket, context: ServerContext) -> None:
+    """The server shuts down: close with 1012 (service restart), so the client reconnects elsewhere and resumes."""
+    await context.stopping.wait()
+    await websocket.close(1012, "server restarting: reconnect and resume with last_event_id")
 
 
 async def _drain(websocket: WebSocket) -> None:

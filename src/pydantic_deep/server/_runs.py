@@ -1,15 +1,31 @@
-"""The runs a server owns: each executes in a task of its own and writes every event to the bus.
+"""The runs a server owns, and what it knows of the runs other processes on the same bus own.
 
-A run keeps going whether or not anyone watches it; readers follow its log in the bus. Finished runs are
-kept `retention_seconds` and at most `max_retained_runs` of them, then dropped with their logs.
+Each run executes in a task of its own; its events go through an outbox to the bus, so the run never
+waits for the bus. A run keeps going whether or not anyone watches it; readers follow its log.
+
+A fleet (several processes on one `RedisEventBus`) shares runs through the bus:
+
+- status: a run this process does not own is described from its log (folded into a `RunState`);
+- cancel: a request for a run owned elsewhere is published on the bus; its owner cancels it;
+- leases: the owner renews a lease on each of its runs every `lease_seconds / 4`; when the process dies
+  the lease lapses, and any live process ends the run's log with `error` and `agent_end` (status
+  `failed`), so every follower on every process ends cleanly;
+- the bus away: events wait in the run's outbox (at most `max_buffered_events`) and are written when
+  the bus is back; a run whose outbox overflows is ended `failed`.
+
+Finished runs are kept `retention_seconds` and at most `max_retained_runs` of them, then dropped with
+their logs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from contextlib import aclosing, suppress
 from dataclasses import dataclass, field
@@ -21,16 +37,21 @@ from pydantic_ai.agent import AbstractAgent
 from pydantic_ai.messages import ModelMessage
 from pydantic_ai.models import Model
 
-from ..bus import EventBus, UnknownRunError
+from ..bus import BusUnavailableError, EventBus, UnknownRunError
 from ..streaming import AnyStreamEvent, RunState, StreamEventType, run_stream
+from ..streaming.state import ToolCall
+from ..streaming.types import agent_end_event, error_event, tool_end_event
 from ._wire import RunInfo, RunStatusName, RunSummary, RunUsageInfo
 
-__all__ = ("RunRecord", "RunRegistry", "TooManyRuns")
+__all__ = ("RunRecord", "RunRegistry", "ServerDraining", "TooManyRuns")
 
 logger = logging.getLogger("pydantic_deep.server")
 
 RETRY_AFTER_SECONDS = 1
 """What a 429 tells the client to wait before trying again."""
+
+LOST_SERVER_ERROR = "ServerLost"
+"""`exception_type` of the `error` event that ends a run whose server died."""
 
 
 class TooManyRuns(Exception):
@@ -40,6 +61,15 @@ class TooManyRuns(Exception):
         super().__init__(f"{limit} runs are already in progress; try again shortly")
         self.limit = limit
         self.retry_after = retry_after
+
+
+class ServerDraining(Exception):
+    """The server is shutting down and takes no new runs; another process of the fleet will."""
+
+    retry_after = 1
+
+    def __str__(self) -> str:
+        return "this server is shutting down and starts no new runs; retry (another server will take it)"
 
 
 @dataclass(kw_only=True, eq=False)
@@ -58,6 +88,8 @@ class RunRecord:
     """What ended the run when its own events do not say (the server stopped, the stream broke)."""
     task: asyncio.Task[None] | None = None
     finished_monotonic: float | None = None
+    local: bool = True
+    """Run by this process (`False`: described from the log of a run another process owns)."""
 
     def observe(self, event: AnyStreamEvent) -> None:
         self.state.apply(event)
@@ -71,6 +103,10 @@ class RunRecord:
         self.finished_at = at or datetime.now(UTC)
         if error is not None and self.state.error is None:
             self.error = error
+
+    @property
+    def next_seq(self) -> int:
+        return 0 if self.state.last_seq is None else self.state.last_seq + 1
 
     def info(self) -> RunInfo:
         state = self.state
@@ -103,15 +139,93 @@ class RunRecord:
         )
 
     def summary(self) -> RunSummary:
-        prompt = self.prompt if len(self.prompt) <= 200 else self.prompt[:199] + "…"
-        return RunSummary(
-            run_id=self.run_id,
-            status=self.status,
-            prompt=prompt,
-            model=self.model,
-            created_at=self.created_at,
-            finished_at=self.finished_at,
-        )
+        return _summary(self.run_id, self.status, self.prompt, self.model, self.created_at, self.finished_at)
+
+
+def _summary(
+    run_id: str,
+    status: RunStatusName,
+    prompt: str,
+    model: str | None,
+    created_at: datetime,
+    finished_at: datetime | None,
+) -> RunSummary:
+    prompt = prompt if len(prompt) <= 200 else prompt[:199] + "…"
+    return RunSummary(
+        run_id=run_id, status=status, prompt=prompt, model=model, created_at=created_at, finished_at=finished_at
+    )
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    try:
+        return datetime.fromisoformat(value) if value else None
+    except ValueError:
+        return None
+
+
+def _status(value: str | None) -> RunStatusName:
+    return value if value in ("succeeded", "failed", "cancelled") else "running"  # pyright: ignore[reportReturnType]
+
+
+def process_name() -> str:
+    """This process's name in leases and logs: host, pid and a random part (pids are reused)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class _Outbox:
+    """A run's events on their way to the bus: appended in batches, kept while the bus is away."""
+
+    def __init__(self, bus: EventBus, run_id: str, limit: int) -> None:
+        self.bus, self.run_id, self.limit = bus, run_id, limit
+        self.pending: list[AnyStreamEvent] = []
+        self.wake = asyncio.Event()
+        self.finished = False
+        self.unavailable_since: float | None = None
+        self.task = asyncio.create_task(self._write(), name=f"pydantic-deep outbox {run_id}")
+
+    @property
+    def overflowing(self) -> bool:
+        return len(self.pending) > self.limit
+
+    def put(self, event: AnyStreamEvent) -> None:
+        self.pending.append(event)
+        self.wake.set()
+
+    async def _write(self) -> None:
+        failures = 0
+        while True:
+            if not self.pending:
+                if self.finished:
+                    return
+                self.wake.clear()
+                await self.wake.wait()
+                continue
+            batch = self.pending[:512]
+            try:
+                await self.bus.append_many(self.run_id, batch)
+            except BusUnavailableError as exc:
+                failures += 1
+                if self.unavailable_since is None:
+                    self.unavailable_since = time.monotonic()
+                    logger.warning("run %s: the event bus is unavailable (%s); keeping its events", self.run_id, exc)
+                await asyncio.sleep(min(0.05 * 2**failures, 1.0))
+                continue
+            except (ValueError, UnknownRunError) as exc:
+                # The log refused them: another process ended it (our lease lapsed) or it was dropped.
+                logger.warning("run %s: its event log refused new events (%s); dropping them", self.run_id, exc)
+                self.pending.clear()
+                continue
+            if self.unavailable_since is not None:
+                logger.info("run %s: the event bus is back; %d events written", self.run_id, len(self.pending))
+                self.unavailable_since = None
+            failures = 0
+            del self.pending[: len(batch)]
+
+    async def finish(self) -> None:
+        """Write what is left, then stop; waits as long as the bus stays away (the caller bounds it)."""
+        self.finished = True
+        self.wake.set()
+        await asyncio.shield(self.task)
 
 
 class RunRegistry:
@@ -127,6 +241,11 @@ class RunRegistry:
         retention_seconds: float,
         max_retained_runs: int,
         shutdown_grace_seconds: float = 5.0,
+        run_timeout: float | None = None,
+        idle_timeout: float | None = None,
+        lease_seconds: float = 10.0,
+        max_buffered_events: int = 10_000,
+        owner: str | None = None,
     ) -> None:
         self.agent = agent
         self.bus = bus
@@ -135,15 +254,25 @@ class RunRegistry:
         self.retention_seconds = retention_seconds
         self.max_retained_runs = max_retained_runs
         self.shutdown_grace_seconds = shutdown_grace_seconds
+        self.run_timeout = run_timeout
+        self.idle_timeout = idle_timeout
+        self.lease_seconds = lease_seconds
+        self.max_buffered_events = max_buffered_events
+        self.owner = owner or process_name()
+        self.draining = False
         self._runs: dict[str, RunRecord] = {}
+        self._remote: OrderedDict[str, RunRecord] = OrderedDict()
         self._running = 0
         self._slots = 0  # runs of the protocol endpoints (AG-UI, Vercel AI), which stream to one client
         self._timers: set[asyncio.TimerHandle] = set()
         self._chores: set[asyncio.Task[None]] = set()
+        self._background: list[asyncio.Task[None]] = []
 
     # ---- limits ----------------------------------------------------------------------------------------
 
     def _check_capacity(self) -> None:
+        if self.draining:
+            raise ServerDraining()
         if self._running + self._slots >= self.max_concurrent_runs:
             raise TooManyRuns(self.max_concurrent_runs)
 
@@ -177,8 +306,12 @@ class RunRegistry:
         record = RunRecord(run_id=str(uuid.uuid4()), prompt=prompt, model=model_name)
         self._running += 1
         self._runs[record.run_id] = record
+        meta = {"prompt": prompt, "created_at": record.created_at.isoformat(), "owner": self.owner}
+        if model_name is not None:
+            meta["model"] = model_name
         try:
-            await self.bus.open(record.run_id)
+            await self.bus.open(record.run_id, meta)
+            await self.bus.renew(self.owner, [record.run_id], self.lease_seconds)
         except BaseException:
             self._running -= 1
             del self._runs[record.run_id]
@@ -190,6 +323,7 @@ class RunRegistry:
 
     async def _execute(self, record: RunRecord, history: Sequence[ModelMessage] | None, model: Model | None) -> None:
         run_id = record.run_id
+        outbox = _Outbox(self.bus, run_id, self.max_buffered_events)
         try:
             stream = run_stream(
                 self.agent,
@@ -199,6 +333,8 @@ class RunRegistry:
                 cancellation_token=record.token,
                 model=model,
                 run_id=run_id,
+                run_timeout=self.run_timeout,
+                idle_timeout=self.idle_timeout,
             )
             async with aclosing(stream) as events:
                 async for event in events:
@@ -207,7 +343,11 @@ class RunRegistry:
                         # Settled before anyone can read its agent_end: a client that saw the end can start
                         # the next run at once, and sees the status the end announced.
                         self._settle(record)
-                    await self.bus.append(run_id, event)
+                    outbox.put(event)
+                    if outbox.overflowing and record.status == "running":
+                        break
+            if outbox.overflowing and record.status == "running":
+                self._end_in_log(record, outbox, "BusUnavailableError", _overflow_message(outbox))
         except asyncio.CancelledError:
             record.end("cancelled", error="the server stopped before the run finished")
             raise
@@ -217,9 +357,27 @@ class RunRegistry:
         finally:
             record.end("failed", error="the run ended without an agent_end event")
             self._settle(record)
-            with suppress(Exception):
-                await self.bus.close(run_id)
+            await self._flush_and_close(run_id, outbox)
             self._schedule_prune()
+
+    def _end_in_log(self, record: RunRecord, outbox: _Outbox, exception_type: str, message: str) -> None:
+        """End a run whose stream stopped short: close its open tool calls, then `error` and `agent_end`."""
+        for event in _closing_events(record, exception_type, message):
+            outbox.put(event)
+            record.observe(event)
+
+    async def _flush_and_close(self, run_id: str, outbox: _Outbox) -> None:
+        try:
+            # Bounded: a bus that stays away longer than a lease is given up on (the fleet ends the run).
+            async with asyncio.timeout(max(self.lease_seconds * 3, 5.0)):
+                await outbox.finish()
+                await self.bus.close(run_id)
+        except (TimeoutError, BusUnavailableError, UnknownRunError) as exc:
+            outbox.task.cancel()
+            logger.warning("run %s: could not write the end of its log (%s)", run_id, type(exc).__name__)
+        except asyncio.CancelledError:
+            outbox.task.cancel()
+            raise
 
     def _settle(self, record: RunRecord) -> None:
         if record.finished_monotonic is None:
@@ -228,12 +386,60 @@ class RunRegistry:
 
     async def get(self, run_id: str) -> RunRecord | None:
         await self.prune()
-        return self._runs.get(run_id)
+        record = self._runs.get(run_id)
+        if record is not None:
+            return record
+        return await self._describe(run_id)
 
-    async def list(self) -> list[RunRecord]:
-        """The runs held, newest first."""
+    async def _describe(self, run_id: str) -> RunRecord | None:
+        """A run another process owns, from its log (folded incrementally: only new events are read)."""
+        record = self._remote.get(run_id)
+        if record is None:
+            (meta,) = await self.bus.metas([run_id])
+            if meta is None:
+                return None
+            record = RunRecord(
+                run_id=run_id,
+                prompt=meta.get("prompt", ""),
+                model=meta.get("model") or None,
+                created_at=_parse_time(meta.get("created_at")) or datetime.now(UTC),
+                local=False,
+            )
+            self._remote[run_id] = record
+            while len(self._remote) > max(self.max_retained_runs, 1):
+                self._remote.popitem(last=False)
+        try:
+            while record.status == "running":
+                batch = await self.bus.read(run_id, record.next_seq - 1, limit=1024, wait=0)
+                for event in batch.events:
+                    record.observe(event)
+                if not batch.events or batch.closed:
+                    break
+        except UnknownRunError:
+            self._remote.pop(run_id, None)
+            return None
+        return record
+
+    async def list(self) -> list[RunRecord | RunSummary]:
+        """The runs held, this process's and the fleet's, newest first."""
         await self.prune()
-        return sorted(self._runs.values(), key=lambda r: r.created_at, reverse=True)
+        local = list(self._runs.values())
+        others = [run_id for run_id in await self.bus.run_ids(self.max_retained_runs) if run_id not in self._runs]
+        summaries: list[RunRecord | RunSummary] = list(local)
+        for run_id, meta in zip(others, await self.bus.metas(others), strict=True):
+            if meta is None:
+                continue
+            summaries.append(
+                _summary(
+                    run_id,
+                    _status(meta.get("status")),
+                    meta.get("prompt", ""),
+                    meta.get("model") or None,
+                    _parse_time(meta.get("created_at")) or datetime.now(UTC),
+                    _parse_time(meta.get("finished_at")),
+                )
+            )
+        return sorted(summaries, key=lambda r: r.created_at, reverse=True)[: max(self.max_retained_runs, 1)]
 
     async def require(self, run_id: str) -> RunRecord:
         """The run's record; `UnknownRunError` when it never existed or was dropped."""
@@ -243,11 +449,66 @@ class RunRegistry:
         return record
 
     async def cancel(self, run_id: str) -> RunRecord:
-        """Ask a running run to stop; a finished one is left as it is. `UnknownRunError` for no such run."""
+        """Ask a running run to stop; a finished one is left as it is. `UnknownRunError` for no such run.
+
+        A run another process owns is cancelled by its owner, which hears the request through the bus.
+        """
         record = await self.require(run_id)
         if record.status == "running":
             record.token.cancel()
+            if not record.local:
+                await self.bus.publish({"type": "cancel", "run_id": run_id, "from": self.owner})
         return record
+
+    # ---- the fleet -------------------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Start the background work: lease renewal and lost-run checks, and listening for cancels."""
+        self._background = [
+            asyncio.create_task(self._keep_leases(), name="pydantic-deep leases"),
+            asyncio.create_task(self._listen(), name="pydantic-deep control"),
+        ]
+
+    async def _keep_leases(self) -> None:
+        interval = self.lease_seconds / 4
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                mine = [r.run_id for r in self._runs.values() if r.local and r.task is not None and not r.task.done()]
+                await self.bus.renew(self.owner, mine, self.lease_seconds)
+                for run_id in await self.bus.orphans():
+                    if run_id not in self._runs:
+                        await self._end_lost_run(run_id)
+            except BusUnavailableError:
+                continue  # the outbox and followers report it; try again next time
+            except Exception:
+                logger.exception("lease upkeep failed; retrying")
+
+    async def _end_lost_run(self, run_id: str) -> None:
+        """End the log of a run whose server is gone: `error` (`ServerLost`) and `agent_end`, then close it."""
+        record = await self._describe(run_id)
+        if record is None:
+            return
+        if record.status == "running":
+            message = "the server running this run was lost (its lease lapsed: the process died or lost Redis)"
+            events = _closing_events(record, LOST_SERVER_ERROR, message)
+            try:
+                await self.bus.append_many(run_id, events)
+            except ValueError:
+                return  # its owner (or another process) appended first: it is not lost, or already ended
+            for event in events:
+                record.observe(event)
+            logger.warning("run %s: its server was lost; ended it as failed", run_id)
+        with suppress(UnknownRunError):
+            await self.bus.close(run_id)
+
+    async def _listen(self) -> None:
+        async with aclosing(self.bus.subscribe()) as messages:
+            async for message in messages:
+                if message.get("type") == "cancel":
+                    record = self._runs.get(message.get("run_id", ""))
+                    if record is not None and record.status == "running":
+                        record.token.cancel()
 
     # ---- retention -------------------------------------------------------------------------------------
 
@@ -276,18 +537,36 @@ class RunRegistry:
         def fire() -> None:
             if handle is not None:
                 self._timers.discard(handle)
-            task = loop.create_task(self.prune())
+            task = loop.create_task(self._prune_quietly())
             self._chores.add(task)
             task.add_done_callback(self._chores.discard)
 
         handle = loop.call_later(self.retention_seconds, fire)
         self._timers.add(handle)
 
+    async def _prune_quietly(self) -> None:
+        with suppress(BusUnavailableError):
+            await self.prune()
+
     # ---- shutdown --------------------------------------------------------------------------------------
 
-    async def aclose(self) -> None:
-        """Cancel running runs (they end with `agent_end` status `cancelled`), then stop what is left."""
-        tasks = [r.task for r in self._runs.values() if r.task is not None and not r.task.done()]
+    def running(self) -> list[RunRecord]:
+        return [r for r in self._runs.values() if r.task is not None and not r.task.done()]
+
+    async def drain(self, seconds: float) -> None:
+        """Take no new runs (503), let running ones finish for up to `seconds`, then cancel the rest."""
+        self.draining = True
+        tasks = [r.task for r in self.running() if r.task is not None]
+        if tasks:
+            logger.info("draining: waiting up to %g s for %d running runs", seconds, len(tasks))
+            _, pending = await asyncio.wait(tasks, timeout=seconds)
+            if pending:
+                logger.info("draining: cancelling %d runs still running", len(pending))
+                await self.cancel_all()
+
+    async def cancel_all(self) -> None:
+        """Cancel running runs (they end with `agent_end` status `cancelled`); stop those that do not end in time."""
+        tasks = [r.task for r in self.running() if r.task is not None]
         for record in self._runs.values():
             record.token.cancel()
         if tasks:
@@ -295,8 +574,61 @@ class RunRegistry:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def aclose(self) -> None:
+        """Cancel running runs, then stop the background work and what is left."""
+        self.draining = True
+        await self.cancel_all()
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
         for handle in self._timers:
             handle.cancel()
         self._timers.clear()
         if self._chores:
             await asyncio.gather(*self._chores, return_exceptions=True)
+
+
+def _overflow_message(outbox: _Outbox) -> str:
+    return (
+        f"the event bus was unavailable while the run produced more than {outbox.limit} events; "
+        "the run was stopped (its events are written when the bus is back)"
+    )
+
+
+def _closing_events(record: RunRecord, exception_type: str, message: str) -> list[AnyStreamEvent]:
+    """`tool_end` for each call still open, then `error` and `agent_end`, numbered after the record's last event."""
+    now = datetime.now(UTC)
+    events: list[AnyStreamEvent] = []
+    for call in _open_calls(record.state.tools):
+        end = tool_end_event(tool_name=call.tool_name, tool_call_id=call.tool_call_id, error=message)
+        end.run_id, end.depth = call.run_id, call.depth
+        events.append(end)
+    events.append(error_event(error=message, exception_type=exception_type))
+    state = record.state
+    events.append(
+        agent_end_event(
+            agent_name=state.agent_name,
+            success=False,
+            status="failed",
+            total_iterations=state.steps,
+            total_tokens=state.total_tokens,
+            total_cost_usd=state.total_cost_usd,
+            duration_seconds=(now - record.created_at).total_seconds(),
+        )
+    )
+    for offset, event in enumerate(events):
+        event.seq = record.next_seq + offset
+        event.timestamp = now
+        if event.event_type is not StreamEventType.TOOL_END:
+            event.run_id, event.agent_name = record.run_id, state.agent_name
+    return events
+
+
+def _open_calls(calls: list[ToolCall]) -> list[ToolCall]:
+    open_calls: list[ToolCall] = []
+    for call in calls:
+        open_calls.extend(_open_calls(call.children))
+        if call.ended_at is None:
+            open_calls.append(call)
+    return open_calls

@@ -8,8 +8,10 @@ one line (its strings escape newlines), and `sse_frame` splits any data on line 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
@@ -92,9 +94,15 @@ class EventStreamResponse(Response):
     media_type = "text/event-stream"
 
     def __init__(
-        self, frames: AsyncIterator[bytes], status_code: int = 200, *, headers: Mapping[str, str] | None = None
+        self,
+        frames: AsyncIterator[bytes],
+        status_code: int = 200,
+        *,
+        headers: Mapping[str, str] | None = None,
+        stop: asyncio.Event | None = None,
     ) -> None:
         self.frames = frames
+        self.stop = stop
         self.status_code = status_code
         self.background = None
         self.init_headers({"cache-control": "no-store", "x-accel-buffering": "no", **(headers or {})})
@@ -103,12 +111,19 @@ class EventStreamResponse(Response):
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
         writer = asyncio.create_task(self._write(send))
         listener = asyncio.create_task(_until_disconnect(receive))
+        tasks: set[asyncio.Task[Any]] = {writer, listener}
+        if self.stop is not None:  # the server shuts down: end the response cleanly, the client resumes elsewhere
+            tasks.add(asyncio.create_task(self.stop.wait()))
         try:
-            done, _ = await asyncio.wait({writer, listener}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (writer, listener):
+            for task in tasks:
                 task.cancel()
-            results = await asyncio.gather(writer, listener, return_exceptions=True)
+            results = await asyncio.gather(writer, *(tasks - {writer}), return_exceptions=True)
+        if writer not in done and listener not in done:
+            with contextlib.suppress(OSError):
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return
         error = results[0]
         # OSError: the client went away mid-send (ASGI servers report it so); nothing left to tell anyone.
         if writer in done and isinstance(error, Exception) and not isinstance(error, OSError):

@@ -68,6 +68,7 @@ from .types import (
 )
 
 if TYPE_CHECKING:
+    from ._core import IdleTimeoutError, RunTimeoutError
     from ._views import (
         EventCallback,
         RunOptions,
@@ -83,6 +84,8 @@ if TYPE_CHECKING:
 
 _LAZY = {
     "EventCallback": "._views",
+    "IdleTimeoutError": "._core",
+    "RunTimeoutError": "._core",
     "RunOptions": "._views",
     "ToolCallUpdate": "._views",
     "collect_stream_result": "._views",
@@ -113,6 +116,7 @@ __all__ = (
     "EventCallback",
     "FileChangeData",
     "FileChangeStreamEvent",
+    "IdleTimeoutError",
     "LlmChunkStreamEvent",
     "PlanStep",
     "PlanUpdateData",
@@ -123,6 +127,7 @@ __all__ = (
     "RunPhase",
     "RunState",
     "RunStatus",
+    "RunTimeoutError",
     "StreamEvent",
     "StreamEventType",
     "StreamTap",

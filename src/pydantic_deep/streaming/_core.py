@@ -29,7 +29,56 @@ from ._translate import RunView, Translator
 from .capability import CURRENT_STREAM, StreamState, StreamTap, SubagentStreamEvent
 from .types import AgentEndData, AgentStartData, AnyStreamEvent, ErrorData, ProgressData, RunStatus, StreamEventType
 
-__all__ = ("RunOutcome", "StreamOptions", "stream_run")
+__all__ = ("IdleTimeoutError", "RunOutcome", "RunTimeoutError", "StreamOptions", "stream_run")
+
+
+class RunTimeoutError(TimeoutError):
+    """The run went on longer than its `run_timeout`: it ends `failed` with this as its `error` event."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"the run took longer than its run timeout of {seconds:g} s and was stopped")
+        self.seconds = seconds
+
+
+class IdleTimeoutError(TimeoutError):
+    """Neither the model nor a tool produced an event for `idle_timeout` seconds: the run ends `failed`."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"no event from the model or a tool for {seconds:g} s (the idle timeout); the run was stopped")
+        self.seconds = seconds
+
+
+class _Deadlines:
+    """One `asyncio.timeout` for both limits, moved on by every event; says which limit fired."""
+
+    def __init__(self, run_timeout: float | None, idle_timeout: float | None) -> None:
+        self.run_timeout, self.idle_timeout = run_timeout, idle_timeout
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self._run_deadline = None if run_timeout is None else loop.time() + run_timeout
+        self._timeout = asyncio.timeout(self._next())
+
+    def _next(self) -> float | None:
+        idle = None if self.idle_timeout is None else self._loop.time() + self.idle_timeout
+        if idle is None or self._run_deadline is None:
+            return idle if self._run_deadline is None else self._run_deadline
+        return min(idle, self._run_deadline)
+
+    def touch(self) -> None:
+        if self.idle_timeout is not None:
+            self._timeout.reschedule(self._next())
+
+    async def __aenter__(self) -> _Deadlines:
+        await self._timeout.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> bool | None:
+        try:
+            return await self._timeout.__aexit__(*exc_info)
+        except TimeoutError:
+            if self._run_deadline is not None and self._loop.time() >= self._run_deadline:
+                raise RunTimeoutError(self.run_timeout or 0) from None
+            raise IdleTimeoutError(self.idle_timeout or 0) from None
 
 
 @dataclass(kw_only=True)
@@ -43,6 +92,8 @@ class StreamOptions:
     usage_limits: UsageLimits | None = None
     model: Model | str | None = None
     run_id: str | None = None
+    run_timeout: float | None = None
+    idle_timeout: float | None = None
 
 
 @dataclass(kw_only=True)
@@ -90,6 +141,10 @@ async def stream_run(
 ) -> AsyncGenerator[AnyStreamEvent]:
     """Run `agent` on `prompt` and yield its events live; the public views wrap this."""
     _check_arguments(agent, prompt)
+    for name in ("run_timeout", "idle_timeout"):
+        value = getattr(options, name)
+        if value is not None and not value > 0:
+            raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
     outcome = outcome if outcome is not None else RunOutcome()
     handoff: Handoff[Any] = Handoff()
     task = asyncio.create_task(_drive(agent, prompt, deps, options, handoff, outcome))
@@ -136,21 +191,25 @@ async def _drive(
     start = AgentStartData(agent_name=agent_name, prompt=prompt, model=model_label(model))
     await put(tr.make(root, StreamEventType.AGENT_START, start))
     try:
-        async with agent.iter(
-            prompt,
-            deps=deps,
-            message_history=options.message_history,
-            model=options.model,
-            usage_limits=options.usage_limits,
-            cancellation_token=options.cancellation_token,
-            run_id=run_id,
-            capabilities=[StreamTap()],
-        ) as run:
+        async with (
+            _Deadlines(options.run_timeout, options.idle_timeout) as deadlines,
+            agent.iter(
+                prompt,
+                deps=deps,
+                message_history=options.message_history,
+                model=options.model,
+                usage_limits=options.usage_limits,
+                cancellation_token=options.cancellation_token,
+                run_id=run_id,
+                capabilities=[StreamTap()],
+            ) as run,
+        ):
             current = run
             async for node in run:
                 if Agent.is_model_request_node(node) or Agent.is_call_tools_node(node):
                     async with node.stream(run.ctx) as events:
                         async for event in events:
+                            deadlines.touch()
                             translated = tr.translate(event, root)
                             if tr.backlog:
                                 for early in tr.backlog:
@@ -161,6 +220,7 @@ async def _drive(
                                 delivered = event.delivered if isinstance(event, SubagentStreamEvent) else None
                                 if delivered is not None and not delivered.done():
                                     delivered.set_result(None)
+                    deadlines.touch()
                     if Agent.is_model_request_node(node):
                         iterations += 1
                         usage = run.usage

@@ -48,6 +48,10 @@ class RunOptions(TypedDict, total=False):
     """The top-level run's id (a new UUID when not given)."""
     emit_progress: bool
     """Whether `progress` events are sent (default `True`)."""
+    run_timeout: float | None
+    """Seconds the whole run may take; past it the run ends `failed` with a `RunTimeoutError`."""
+    idle_timeout: float | None
+    """Seconds the model and tools may go without an event; past it the run ends `failed` with an `IdleTimeoutError`."""
 
 
 def _options(options: RunOptions, *, tool_args_deltas: bool = False) -> StreamOptions:
