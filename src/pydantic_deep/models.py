@@ -11,9 +11,12 @@ import asyncio
 import json
 import os
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
 
-from pydantic_ai.exceptions import UserError
+from pydantic_ai import RunContext
+from pydantic_ai.exceptions import ModelAPIError, UserError
 from pydantic_ai.messages import (
     ModelMessage,
     ModelRequest,
@@ -23,14 +26,18 @@ from pydantic_ai.messages import (
     ToolReturnPart,
     UserPromptPart,
 )
-from pydantic_ai.models import Model, infer_model
+from pydantic_ai.models import Model, ModelRequestParameters, StreamedResponse, infer_model
 from pydantic_ai.models.function import AgentInfo, DeltaToolCall, DeltaToolCalls, FunctionModel
+from pydantic_ai.models.wrapper import WrapperModel
+from pydantic_ai.settings import ModelSettings
 
 __all__ = (
     "DEMO_DELAY_ENV_VAR",
     "DEMO_MODEL_NAME",
     "MODEL_ENV_VAR",
+    "IncompleteAnswerError",
     "ModelConfigError",
+    "RequireCompleteAnswers",
     "demo_model",
     "resolve_model",
 )
@@ -50,6 +57,45 @@ class ModelConfigError(ValueError):
     """A model was asked for that cannot be used: an unknown name, or a provider without credentials."""
 
 
+class IncompleteAnswerError(ModelAPIError):
+    """The provider's stream ended before its completion marker: the answer was cut off (a dropped
+    connection, a proxy that gave up). Raised instead of taking the partial answer as the whole one."""
+
+
+class RequireCompleteAnswers(WrapperModel):
+    """Wraps an OpenAI model (Chat Completions or Responses) so a streamed answer that ends without the
+    API's completion marker (`finish_reason`; `response.completed`) fails the run with
+    `IncompleteAnswerError` instead of succeeding with the cut-off text.
+
+    `resolve_model` wraps every OpenAI model it makes. Pydantic AI takes a missing `finish_reason` as
+    `stop` because some OpenAI-compatible servers never send one; the text that arrived stays in the
+    run's events either way.
+    """
+
+    @asynccontextmanager
+    async def request_stream(
+        self,
+        messages: list[ModelMessage],
+        model_settings: ModelSettings | None,
+        model_request_parameters: ModelRequestParameters,
+        run_context: RunContext[Any] | None = None,
+    ) -> AsyncGenerator[StreamedResponse]:
+        async with self.wrapped.request_stream(
+            messages, model_settings, model_request_parameters, run_context
+        ) as response:
+            yield response
+        # Both OpenAI APIs record the provider's own finish reason as it arrives, and only then.
+        if "finish_reason" not in (response.provider_details or {}) and not response.cancelled:
+            received = sum(len(getattr(part, "content", "") or "") for part in response.get().parts)
+            raise IncompleteAnswerError(
+                model_name=response.model_name,
+                message=(
+                    "the model's answer was cut off: its stream ended before the provider's completion marker "
+                    f"({received} characters had arrived)"
+                ),
+            )
+
+
 def resolve_model(model: Model | str | None = None) -> Model:
     """Turn the user's choice into a Pydantic AI model: explicit, then `PYDANTIC_DEEP_MODEL`, then the demo.
 
@@ -67,7 +113,7 @@ def resolve_model(model: Model | str | None = None) -> Model:
             f"unknown model {name!r}: use 'provider:name', e.g. 'openai:gpt-4o' or 'anthropic:claude-sonnet-4-5'"
         )
     try:
-        return infer_model(name)
+        model = infer_model(name)
     except UserError as exc:
         raise ModelConfigError(f"cannot use model {name!r}: {_first_line(exc)}") from exc
     except ImportError as exc:
@@ -77,6 +123,15 @@ def resolve_model(model: Model | str | None = None) -> Model:
         ) from exc
     except Exception as exc:  # provider constructors raise their SDK's own errors, e.g. a missing API key
         raise ModelConfigError(f"cannot use model {name!r}: {_first_line(exc)}") from exc
+    return _require_complete(model)
+
+
+def _require_complete(model: Model) -> Model:
+    try:
+        from pydantic_ai.models.openai import OpenAIChatModel, OpenAIResponsesModel
+    except ImportError:  # pragma: no cover - the openai extra is not installed
+        return model
+    return RequireCompleteAnswers(model) if isinstance(model, OpenAIChatModel | OpenAIResponsesModel) else model
 
 
 def _first_line(exc: BaseException) -> str:

@@ -30,6 +30,7 @@ if TYPE_CHECKING:  # `--help` and `replay` never import Pydantic AI: only `run` 
     from pydantic_ai import CancellationToken
 
     from ..backends import FilesystemBackend
+    from ..server._serve import ServeOptions
 
 __all__ = ("app", "main")
 
@@ -117,20 +118,88 @@ def replay(
     raise typer.Exit(replay_command(file, speed=speed, instant=instant))
 
 
+def _env(name: str) -> str:
+    return f"PYDANTIC_DEEP_{name}"
+
+
 @app.command()
 def serve(
-    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    host: Annotated[str, typer.Option(help="Interface to listen on.", envvar=_env("HOST"))] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.", envvar=_env("PORT"))] = 8000,
     model: Annotated[
         str | None, typer.Option("--model", "-m", help="Model for the served agent (as for `run`).", show_default=False)
     ] = None,
     token: Annotated[
         str | None,
-        typer.Option(help="Bearer token clients must send (default: $PYDANTIC_DEEP_TOKEN).", show_default=False),
+        typer.Option(help="Bearer token clients must send.", envvar=_env("TOKEN"), show_default=False),
     ] = None,
+    bus: Annotated[
+        str,
+        typer.Option(help="Event bus: memory (one process) or redis://HOST:PORT/DB (a fleet).", envvar=_env("BUS")),
+    ] = "memory",
+    bus_prefix: Annotated[
+        str | None,
+        typer.Option(help="Key prefix on the Redis bus, one per fleet.", envvar=_env("BUS_PREFIX"), show_default=False),
+    ] = None,
+    max_runs: Annotated[int, typer.Option(help="Runs at once before 429.", envvar=_env("MAX_RUNS"), min=1)] = 32,
+    run_timeout: Annotated[
+        float | None,
+        typer.Option(help="Seconds a run may take; then it fails.", envvar=_env("RUN_TIMEOUT"), show_default=False),
+    ] = None,
+    idle_timeout: Annotated[
+        float | None,
+        typer.Option(
+            help="Seconds without an event from the model or a tool; then the run fails.",
+            envvar=_env("IDLE_TIMEOUT"),
+            show_default=False,
+        ),
+    ] = None,
+    drain_timeout: Annotated[
+        float,
+        typer.Option(help="On SIGTERM, seconds running runs get to finish.", envvar=_env("DRAIN_TIMEOUT"), min=0),
+    ] = 30.0,
+    retention: Annotated[
+        float, typer.Option(help="Seconds finished runs stay readable.", envvar=_env("RETENTION"), min=0)
+    ] = 3600.0,
+    max_retained_runs: Annotated[
+        int, typer.Option(help="Finished runs kept at most.", envvar=_env("MAX_RETAINED_RUNS"), min=0)
+    ] = 1000,
+    max_prompt_chars: Annotated[
+        int, typer.Option(help="Longest prompt accepted (413 above).", envvar=_env("MAX_PROMPT_CHARS"), min=1)
+    ] = 100_000,
+    max_request_bytes: Annotated[
+        int, typer.Option(help="Largest request body (413 above).", envvar=_env("MAX_REQUEST_BYTES"), min=1)
+    ] = 16 * 1024 * 1024,
+    keepalive: Annotated[
+        float, typer.Option(help="Seconds between keep-alives on idle streams.", envvar=_env("KEEPALIVE"))
+    ] = 15.0,
+    lease: Annotated[
+        float,
+        typer.Option(help="Seconds before the fleet ends the runs of a dead process.", envvar=_env("LEASE")),
+    ] = 10.0,
 ) -> None:
     """Serve agent runs over HTTP (SSE, WebSocket, AG-UI, Vercel AI) with a live dashboard page."""
-    raise typer.Exit(serve_command(host=host, port=port, model=model, token=token))
+    from ..server._serve import ServeOptions
+
+    options = ServeOptions(
+        host=host,
+        port=port,
+        model=model,
+        token=token,
+        bus=bus,
+        bus_prefix=bus_prefix,
+        max_runs=max_runs,
+        run_timeout=run_timeout,
+        idle_timeout=idle_timeout,
+        drain_timeout=drain_timeout,
+        retention_seconds=retention,
+        max_retained_runs=max_retained_runs,
+        max_prompt_chars=max_prompt_chars,
+        max_request_bytes=max_request_bytes,
+        keepalive_seconds=keepalive,
+        lease_seconds=lease,
+    )
+    raise typer.Exit(serve_command(options))
 
 
 # --- run ---------------------------------------------------------------------------------------------
@@ -411,10 +480,11 @@ async def _replay_run(
 # --- serve -------------------------------------------------------------------------------------------
 
 
-def serve_command(*, host: str, port: int, model: str | None, token: str | None) -> int:
+def serve_command(options: ServeOptions) -> int:
     """Check the model, then hand over to `pydantic_deep.server.serve` (imported here: it needs the extra)."""
     from ..models import ModelConfigError, resolve_model
 
+    model = options.model if isinstance(options.model, str) or options.model is None else None
     try:
         resolve_model(model)
     except ModelConfigError as exc:
@@ -424,7 +494,7 @@ def serve_command(*, host: str, port: int, model: str | None, token: str | None)
     except ImportError as exc:
         raise BadInput(f"the server needs its extra: pip install 'pydantic-deep[server]' ({exc})") from None
     try:
-        serve(host=host, port=port, model=model, token=token)
+        serve(options)
     except ServerConfigError as exc:
         raise BadInput(str(exc)) from None
     return EXIT_OK

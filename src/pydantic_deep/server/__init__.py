@@ -12,7 +12,7 @@ Needs the `server` extra: `pip install 'pydantic-deep[server]'`. See docs/server
 
 from ._app import TOKEN_ENV_VAR, create_app
 from ._errors import ErrorBody, ErrorDetail, FieldError
-from ._serve import ServerConfigError, check_bind, is_loopback, openapi_schema, serve
+from ._serve import ServeOptions, ServerConfigError, check_bind, is_loopback, openapi_schema, serve
 from ._wire import RunCreated, RunInfo, RunList, RunRequest, RunSummary, RunUsageInfo
 
 __all__ = (
@@ -26,6 +26,7 @@ __all__ = (
     "RunRequest",
     "RunSummary",
     "RunUsageInfo",
+    "ServeOptions",
     "ServerConfigError",
     "check_bind",
     "create_app",

@@ -32,6 +32,7 @@ def create_app(
     agent: AbstractAgent[Any, Any] | None = None,
     *,
     bus: EventBus | str | None = None,
+    bus_prefix: str | None = None,
     token: str | None = None,
     model: Model | str | None = None,
     deps: Callable[[], Any] | None = None,
@@ -75,8 +76,8 @@ def create_app(
 
     `agent` defaults to `create_deep_agent(model)`; each run gets `deps()` (a fresh `DeepAgentDeps` by
     default). Events go to `bus` (an `InMemoryEventBus` unless given: pass a `RedisEventBus`, or its
-    `redis://` URL, to share runs between processes), and every reader follows that log at its own pace.
-    `token` (or the `PYDANTIC_DEEP_TOKEN` environment variable) makes every endpoint but the dashboard
+    `redis://` URL and a `bus_prefix` for its keys, to share runs between processes), and every
+    reader follows that log at its own pace. `token` (or the `PYDANTIC_DEEP_TOKEN` environment variable) makes every endpoint but the dashboard
     page require `Authorization: Bearer <token>`. Limits: `max_prompt_chars` (413 above),
     `max_request_bytes` (413), `max_concurrent_runs` (429 with `Retry-After`); finished runs are dropped
     after `retention_seconds` or when more than `max_retained_runs` are held. `keepalive_seconds` spaces
@@ -107,7 +108,7 @@ def create_app(
         from ..agent import create_deep_agent
 
         agent = create_deep_agent(model)
-    event_bus = bus_from_url(bus) if bus is None or isinstance(bus, str) else bus
+    event_bus = bus_from_url(bus, prefix=bus_prefix) if bus is None or isinstance(bus, str) else bus
     owns_bus = bus is None or isinstance(bus, str)
     new_deps = deps or DeepAgentDeps
     context = ServerContext(
@@ -165,12 +166,12 @@ def create_app(
     return app
 
 
-def bus_from_url(url: str | None) -> EventBus:
-    """`None` or `memory` is an `InMemoryEventBus`; `redis://` or `rediss://` a `RedisEventBus`."""
+def bus_from_url(url: str | None, *, prefix: str | None = None) -> EventBus:
+    """`None` or `memory`: an `InMemoryEventBus`; `redis://` or `rediss://`: a `RedisEventBus` (keys under `prefix`)."""
     if url is None or url.strip() in ("", "memory"):
         return InMemoryEventBus()
     if url.startswith(("redis://", "rediss://", "unix://")):
-        return RedisEventBus(url.strip())
+        return RedisEventBus(url.strip()) if not prefix else RedisEventBus(url.strip(), prefix=prefix)
     raise ValueError(f"unknown bus {url!r}: use 'memory' or a Redis URL such as redis://127.0.0.1:6379/0")
 
 

@@ -1,20 +1,36 @@
-"""`serve`: run the app with uvicorn, refusing to expose it beyond this machine without a token."""
+"""`serve`: run the app with uvicorn, refusing to expose it beyond this machine without a token.
+
+On `SIGTERM` or `SIGINT` the server drains before uvicorn shuts down: it answers 503 to new runs, lets
+running runs finish for up to `drain_timeout` seconds, cancels the rest, and ends every open stream
+cleanly (a run's readers get its `agent_end` first), so the process exits without waiting on its
+clients. A second signal skips what is left of the drain.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
+import logging
 import os
+import signal
+from dataclasses import dataclass
+from types import FrameType
 from typing import Any
 
+import uvicorn
 from pydantic_ai.models import Model
 
-from ._app import TOKEN_ENV_VAR, create_app
+from ..bus import BusUnavailableError, RedisEventBus
+from ._app import TOKEN_ENV_VAR, bus_from_url, create_app
+from ._context import ServerContext
 
-__all__ = ("ServerConfigError", "check_bind", "is_loopback", "openapi_schema", "serve")
+__all__ = ("ServeOptions", "ServerConfigError", "check_bind", "is_loopback", "openapi_schema", "serve")
+
+logger = logging.getLogger("pydantic_deep.server")
 
 
 class ServerConfigError(ValueError):
-    """The server cannot start as configured (e.g. a public address without a token)."""
+    """The server cannot start as configured (e.g. a public address without a token, Redis unreachable)."""
 
 
 def is_loopback(host: str) -> bool:
@@ -37,27 +53,144 @@ def check_bind(host: str, token: str | None) -> None:
         )
 
 
-def serve(
-    *,
-    host: str = "127.0.0.1",
-    port: int = 8000,
-    model: Model | str | None = None,
-    token: str | None = None,
-    log_level: str = "info",
-) -> None:
-    """Serve `create_app(model=model, token=token)` with uvicorn until interrupted (the `pydantic-deep serve` command).
+@dataclass(kw_only=True)
+class ServeOptions:
+    """Everything a deployment sets on `pydantic-deep serve`; each is also an environment variable (docs/server.md)."""
 
-    `token` falls back to `PYDANTIC_DEEP_TOKEN`. Listening on anything but a loopback address without a token
-    raises `ServerConfigError` before anything starts; a bad `model` raises `ModelConfigError`.
+    host: str = "127.0.0.1"
+    port: int = 8000
+    model: Model | str | None = None
+    token: str | None = None
+    bus: str | None = None
+    """`memory` (the default: one process) or a Redis URL, `redis://HOST:PORT/DB`, shared by a fleet."""
+    bus_prefix: str | None = None
+    """The Redis bus's key prefix (`pydantic-deep:events:`): fleets sharing one Redis each take their own."""
+    max_runs: int = 32
+    run_timeout: float | None = None
+    idle_timeout: float | None = None
+    drain_timeout: float = 30.0
+    retention_seconds: float = 3600.0
+    max_retained_runs: int = 1000
+    max_prompt_chars: int = 100_000
+    max_request_bytes: int = 16 * 1024 * 1024
+    keepalive_seconds: float = 15.0
+    lease_seconds: float = 10.0
+    log_level: str = "info"
+
+
+def serve(options: ServeOptions | None = None, **settings: Any) -> None:
+    """Serve the app with uvicorn until a signal, then drain (the `pydantic-deep serve` command).
+
+    Takes a `ServeOptions` or its fields as keywords. `token` falls back to `PYDANTIC_DEEP_TOKEN`.
+    Raises `ServerConfigError` before anything starts for a public address without a token, a bad
+    setting, or a Redis bus that does not answer; a bad `model` raises `ModelConfigError`.
     """
-    token = token or os.environ.get(TOKEN_ENV_VAR) or None
-    check_bind(host, token)
+    options = options or ServeOptions(**settings)
+    token = options.token or os.environ.get(TOKEN_ENV_VAR) or None
+    check_bind(options.host, token)
     try:
-        import uvicorn
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("the server needs uvicorn: pip install 'pydantic-deep[server]'") from exc
-    app = create_app(model=model, token=token)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, proxy_headers=False)
+        bus = bus_from_url(options.bus, prefix=options.bus_prefix)
+    except ValueError as exc:
+        raise ServerConfigError(str(exc)) from None
+    if isinstance(bus, RedisEventBus):
+        asyncio.run(_check_redis(bus))
+    try:
+        app = create_app(
+            model=options.model,
+            token=token,
+            bus=options.bus or "memory",  # by URL: the app makes its client in its own loop, and closes it
+            bus_prefix=options.bus_prefix,
+            max_concurrent_runs=options.max_runs,
+            run_timeout=options.run_timeout,
+            idle_timeout=options.idle_timeout,
+            drain_timeout=options.drain_timeout,
+            retention_seconds=options.retention_seconds,
+            max_retained_runs=options.max_retained_runs,
+            max_prompt_chars=options.max_prompt_chars,
+            max_request_bytes=options.max_request_bytes,
+            keepalive_seconds=options.keepalive_seconds,
+            lease_seconds=options.lease_seconds,
+        )
+    except ValueError as exc:
+        raise ServerConfigError(str(exc)) from None
+    _log_to_stderr(options.log_level)
+    config = uvicorn.Config(
+        app,
+        host=options.host,
+        port=options.port,
+        log_level=options.log_level,
+        proxy_headers=False,
+        timeout_graceful_shutdown=5,  # a backstop: the drain has ended every stream by then
+    )
+    _DrainingServer(config, app.state.deep).run()
+
+
+async def _check_redis(bus: RedisEventBus) -> None:
+    try:
+        await bus.ping()
+    except BusUnavailableError as exc:
+        raise ServerConfigError(f"cannot reach the Redis bus at {bus.url}: {exc.__cause__ or exc}") from None
+    finally:
+        await bus.aclose()
+
+
+def _log_to_stderr(level: str) -> None:
+    """Show the server's own log lines (drain, lost runs, the bus going away) the way uvicorn shows its own."""
+    ours = logging.getLogger("pydantic_deep")
+    if not ours.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)-9s %(message)s"))
+        ours.addHandler(handler)
+        ours.propagate = False
+    ours.setLevel(level.upper() if level.upper() in logging.getLevelNamesMapping() else logging.INFO)
+
+
+class _DrainingServer(uvicorn.Server):
+    """uvicorn's server, which drains the app on the first signal and only then shuts down."""
+
+    def __init__(self, config: uvicorn.Config, context: ServerContext) -> None:
+        super().__init__(config)
+        self.context = context
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.draining: asyncio.Task[None] | None = None
+
+    async def serve(self, sockets: Any = None) -> None:
+        self.loop = asyncio.get_running_loop()
+        await super().serve(sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        loop = self.loop
+        if loop is None or self.should_exit:
+            super().handle_exit(sig, frame)
+            return
+        if self.draining is None:
+            loop.call_soon_threadsafe(self._begin_drain, sig)
+            return
+        # A second signal: stop waiting for runs, close every stream, shut down now.
+        loop.call_soon_threadsafe(self._hurry, sig)
+
+    def _begin_drain(self, sig: int) -> None:
+        if self.draining is not None:
+            return
+        name = signal.Signals(sig).name
+        logger.info("%s: draining (up to %g s for running runs)", name, self.context.drain_timeout)
+        self.draining = asyncio.ensure_future(self._drain(sig))
+
+    async def _drain(self, sig: int) -> None:
+        try:
+            await self.context.shutdown()
+        except Exception:
+            logger.exception("the drain failed; shutting down")
+        finally:
+            self.context.stopping.set()
+            super().handle_exit(sig, None)
+
+    def _hurry(self, sig: int) -> None:
+        logger.info("%s again: cancelling running runs and closing every stream", signal.Signals(sig).name)
+        self.context.stopping.set()
+        for record in self.context.runs.running():
+            record.token.cancel()
+        super().handle_exit(sig, None)
 
 
 def openapi_schema() -> dict[str, Any]:

@@ -120,6 +120,9 @@ class ScriptReply:
     chunks and tool-argument fragments) have been sent, without ending the stream; a non-streamed
     reply is cut off halfway through its body instead (and the OpenAI SDK retries that, as it
     retries any connection error, so give it replies for the retries or `max_retries=0`).
+    `end_after=n` instead ends the streamed body cleanly after `n` chunks, before the API's completion
+    event (no `finish_reason` and no `[DONE]`; no `response.completed`): a proxy or provider that
+    closed the answer early, which a client cannot tell from a connection error by the transport.
     """
 
     text: Sequence[str] = ()
@@ -127,6 +130,7 @@ class ScriptReply:
     input_tokens: int | None = None
     output_tokens: int | None = None
     disconnect_after: int | None = None
+    end_after: int | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.text, str):

@@ -328,6 +328,8 @@ class FakeOpenAIServer:
             if is_chunk:
                 if plan.reply.disconnect_after is not None and sent_chunks >= plan.reply.disconnect_after:
                     return  # uvicorn closes the connection mid-stream (and logs that the response was incomplete)
+                if plan.reply.end_after is not None and sent_chunks >= plan.reply.end_after:
+                    break  # a clean end of the body, without the completion event
                 if self.chunk_delay:
                     await asyncio.sleep(self.chunk_delay)
                 sent_chunks += 1
