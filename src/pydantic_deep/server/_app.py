@@ -77,10 +77,11 @@ def create_app(
     `agent` defaults to `create_deep_agent(model)`; each run gets `deps()` (a fresh `DeepAgentDeps` by
     default). Events go to `bus` (an `InMemoryEventBus` unless given: pass a `RedisEventBus`, or its
     `redis://` URL and a `bus_prefix` for its keys, to share runs between processes), and every
-    reader follows that log at its own pace. `token` (or the `PYDANTIC_DEEP_TOKEN` environment variable) makes every endpoint but the dashboard
-    page require `Authorization: Bearer <token>`. Limits: `max_prompt_chars` (413 above),
-    `max_request_bytes` (413), `max_concurrent_runs` (429 with `Retry-After`); finished runs are dropped
-    after `retention_seconds` or when more than `max_retained_runs` are held. `keepalive_seconds` spaces
+    reader follows that log at its own pace. `token` (or the `PYDANTIC_DEEP_TOKEN` environment
+    variable) makes every endpoint but the dashboard page require `Authorization: Bearer <token>`.
+    Limits: `max_prompt_chars` (413 above), `max_request_bytes` (413), `max_concurrent_runs` (429 with
+    `Retry-After`); finished runs are dropped after `retention_seconds` or when more than
+    `max_retained_runs` are held. `keepalive_seconds` spaces
     the SSE keep-alive comments. A run past `run_timeout` seconds, or `idle_timeout` seconds without an
     event, ends `failed`. `drain_timeout` is how long a shutdown lets running runs finish;
     `lease_seconds` how soon the fleet notices a dead process; `max_buffered_events` how many events a
