@@ -1,21 +1,36 @@
-"""Fan-out cost of the server: CPU to frame one run's events for many SSE readers.
+"""Fan-out cost of the server: CPU per delivered event for live readers, replay, and a bare endpoint.
 
-Every reader of a run follows the same event log; the log encodes each event's JSON once and all
-readers share it. Measured here against encoding per reader (what a naive server does), in one
-process: CPU microseconds per event per reader for a 2,000-chunk run read by 200 readers.
+1. In process: frames for 200 readers of one 2,000-event log, JSON encoded once per log against once
+   per reader (what a naive server does).
+2. A real uvicorn process (`bench/_fanout_server.py`), 50 runs at once, each streaming `--chunks` text
+   chunks, one SSE reader each. Server CPU per delivered event (read from the server itself):
+   - live: readers connected while the runs stream (the runs' own CPU, measured without readers in
+     the same run, is subtracted);
+   - replay: the same readers on the finished logs;
+   - bare: a minimal Starlette endpoint streaming the same frames, encoded beforehand, in the same chunks.
+   Targets: live within 1.5x replay, and within 2x bare. Best of 3 rounds.
 
-    make bench            # or: .venv/bin/python bench/bench_fanout.py [--chunks 2000] [--readers 200]
+    make bench            # or: .venv/bin/python bench/bench_fanout.py [--runs 50] [--chunks 2000]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import socket
+import subprocess
+import sys
 import time
+from pathlib import Path
+
+import httpx
 
 from pydantic_deep.bus import InMemoryEventBus
 from pydantic_deep.server._sse import event_frame, follow_log
 from pydantic_deep.streaming import llm_chunk_event
+
+# ---- 1. encoding once per log ------------------------------------------------------------------------
 
 
 async def filled_bus(chunks: int) -> InMemoryEventBus:
@@ -41,7 +56,7 @@ async def serve_readers(bus: InMemoryEventBus, readers: int, *, shared: bool) ->
     return time.process_time() - start, sent
 
 
-async def main(chunks: int, readers: int) -> None:
+async def encoding(chunks: int, readers: int) -> None:
     per_reader, shared = [], []
     for _ in range(3):  # alternating, best of 3 each
         bus = await filled_bus(chunks)  # a fresh log: the shared run pays for encoding once
@@ -59,9 +74,100 @@ async def main(chunks: int, readers: int) -> None:
     print(f"ratio shared/per-reader: {ours / naive:.3f}")
 
 
+# ---- 2. a real server ----------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def cpu(http: httpx.AsyncClient, url: str) -> float:
+    return (await http.get(f"{url}/cpu")).json()["cpu"]
+
+
+async def read_all(http: httpx.AsyncClient, url: str) -> int:
+    events = 0
+    async with http.stream("GET", url) as response:
+        async for chunk in response.aiter_raw():
+            events += chunk.count(b"\nevent: ")
+    return events
+
+
+async def wait_finished(http: httpx.AsyncClient, url: str, run_ids: list[str]) -> None:
+    for run_id in run_ids:
+        # Polled, not followed: a reader is what the "alone" measurement must not have.
+        while (await http.get(f"{url}/runs/{run_id}")).json()["status"] == "running":  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+
+
+async def start_runs(http: httpx.AsyncClient, url: str, runs: int) -> list[str]:
+    created = await asyncio.gather(*(http.post(f"{url}/runs", json={"prompt": "go"}) for _ in range(runs)))
+    return [response.json()["run_id"] for response in created]
+
+
+async def one_round(http: httpx.AsyncClient, url: str, runs: int) -> dict[str, float]:
+    # The runs alone: what they cost without readers.
+    before = await cpu(http, url)
+    run_ids = await start_runs(http, url, runs)
+    await wait_finished(http, url, run_ids)
+    alone = await cpu(http, url) - before
+
+    # The same runs with one live reader each, connected as they start.
+    before = await cpu(http, url)
+    run_ids = await start_runs(http, url, runs)
+    delivered = await asyncio.gather(*(read_all(http, f"{url}/runs/{r}/events") for r in run_ids))
+    await wait_finished(http, url, run_ids)
+    live = (await cpu(http, url) - before - alone) / sum(delivered)
+
+    before = await cpu(http, url)
+    delivered = await asyncio.gather(*(read_all(http, f"{url}/runs/{r}/events") for r in run_ids))
+    replay = (await cpu(http, url) - before) / sum(delivered)
+
+    await asyncio.gather(*(read_all(http, f"{url}/frames/{r}") for r in run_ids))  # encodes the frames once
+    before = await cpu(http, url)
+    delivered = await asyncio.gather(*(read_all(http, f"{url}/frames/{r}") for r in run_ids))
+    bare = (await cpu(http, url) - before) / sum(delivered)
+    return {"live": live * 1e6, "replay": replay * 1e6, "bare": bare * 1e6}
+
+
+def start_server(chunks: int) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    script = Path(__file__).with_name("_fanout_server.py")
+    proc = subprocess.Popen([sys.executable, str(script), str(port), str(chunks)], env=dict(os.environ))
+    return proc, f"http://127.0.0.1:{port}"
+
+
+async def server(runs: int, chunks: int) -> None:
+    proc, url = start_server(chunks)
+    try:
+        async with httpx.AsyncClient(timeout=300, limits=httpx.Limits(max_connections=runs * 2 + 10)) as http:
+            while True:
+                try:
+                    await cpu(http, url)
+                    break
+                except httpx.TransportError:
+                    await asyncio.sleep(0.05)
+            rounds = [await one_round(http, url, runs) for _ in range(3)]
+    finally:
+        proc.terminate()
+        proc.wait()
+    best = {name: min(r[name] for r in rounds) for name in rounds[0]}
+    print(f"{runs} runs at once x {chunks} chunks, one SSE reader each: server CPU µs per delivered event (best of 3)")
+    for name, value in best.items():
+        print(f"  {name:7s} {value:7.2f}")
+    print(f"ratio live/replay: {best['live'] / best['replay']:.2f}  (target <= 1.5)")
+    print(f"ratio live/bare:   {best['live'] / best['bare']:.2f}  (target <= 2)")
+
+
+async def main(args: argparse.Namespace) -> None:
+    await encoding(2000, 200)
+    await server(args.runs, args.chunks)
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--chunks", type=int, default=2000)
-    parser.add_argument("--readers", type=int, default=200)
-    args = parser.parse_args()
-    asyncio.run(main(args.chunks, args.readers))
+    asyncio.run(main(parser.parse_args()))

@@ -13,7 +13,7 @@ from pydantic_ai.models.openai import OpenAIChatModel, OpenAIResponsesModel
 from pydantic_ai.models.test import TestModel
 
 from pydantic_deep import DeepAgentDeps, FilesystemBackend, StateBackend, create_deep_agent, demo_model, resolve_model
-from pydantic_deep.models import DEMO_MODEL_NAME, ModelConfigError
+from pydantic_deep.models import DEMO_MODEL_NAME, ModelConfigError, RequireCompleteAnswers
 from pydantic_deep.streaming import StreamEventType, collect_stream_result
 
 FILE_TOOLS = {
@@ -163,9 +163,13 @@ def test_model_resolution_order(monkeypatch: pytest.MonkeyPatch) -> None:
     assert resolve_model(None).model_name == DEMO_MODEL_NAME
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     monkeypatch.setenv("PYDANTIC_DEEP_MODEL", "openai-chat:gpt-4o")
-    assert isinstance(resolve_model(None), OpenAIChatModel)
-    assert isinstance(resolve_model("openai:gpt-4o"), OpenAIResponsesModel)  # explicit beats the environment
-    assert isinstance(create_deep_agent().model, OpenAIChatModel)
+    # OpenAI models come wrapped, so an answer cut off before the API's completion marker fails the run.
+    from_env = resolve_model(None)
+    assert isinstance(from_env, RequireCompleteAnswers) and isinstance(from_env.wrapped, OpenAIChatModel)
+    explicit_name = resolve_model("openai:gpt-4o")  # explicit beats the environment
+    assert isinstance(explicit_name, RequireCompleteAnswers) and isinstance(explicit_name.wrapped, OpenAIResponsesModel)
+    default = create_deep_agent().model
+    assert isinstance(default, RequireCompleteAnswers) and isinstance(default.wrapped, OpenAIChatModel)
 
 
 @pytest.mark.parametrize(

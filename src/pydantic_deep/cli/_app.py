@@ -30,7 +30,7 @@ if TYPE_CHECKING:  # `--help` and `replay` never import Pydantic AI: only `run` 
     from pydantic_ai import CancellationToken
 
     from ..backends import FilesystemBackend
-    from ..server._serve import ServeOptions
+    from ..server import ServeOptions
 
 __all__ = ("app", "main")
 
@@ -179,7 +179,7 @@ def serve(
     ] = 10.0,
 ) -> None:
     """Serve agent runs over HTTP (SSE, WebSocket, AG-UI, Vercel AI) with a live dashboard page."""
-    from ..server._serve import ServeOptions
+    from ..server import ServeOptions
 
     options = ServeOptions(
         host=host,

@@ -9,10 +9,13 @@ clients. A second signal skips what is left of the drain.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import os
 import signal
+import threading
+from collections.abc import Generator
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
@@ -157,6 +160,20 @@ class _DrainingServer(uvicorn.Server):
     async def serve(self, sockets: Any = None) -> None:
         self.loop = asyncio.get_running_loop()
         await super().serve(sockets)
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None]:
+        """uvicorn's, without raising the signal again at the end: a drained server exits with status 0."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        handled = (signal.SIGINT, signal.SIGTERM)
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         loop = self.loop
