@@ -49,13 +49,6 @@ _CONTROL_MAXLEN = 1000
 _IDLE_MIRROR_SECONDS = 60.0
 _T = TypeVar("_T")
 
-# Appends events to a log that exists: returns 0 when the key is gone (a Redis restart lost it), else the count.
-_APPEND = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-for i = 1, #ARGV, 2 do redis.call('XADD', KEYS[1], ARGV[i], 'event', ARGV[i + 1]) end
-return 1
-"""
-
 
 def _event_id(seq: int) -> str:
     return f"0-{seq + 2}"
@@ -156,7 +149,6 @@ class RedisEventBus:
         self.retention_seconds = retention_seconds
         self.max_run_seconds = max_run_seconds
         self.block_seconds = block_seconds
-        self._append_script = client.register_script(_APPEND)
         self._written: dict[str, _Written] = {}
         self._mirrors: dict[str, _Mirror] = {}
         self._swept = 0.0
@@ -205,15 +197,14 @@ class RedisEventBus:
                 if event.seq != written.next_seq + offset:
                     raise ValueError(f"run {run_id!r} expects seq {written.next_seq + offset} next, got {event.seq}")
         entries = [(_event_id(event.seq), event.to_json()) for event in events]
-        args = [part for entry in entries for part in entry]
         end = next((m for m in map(run_end_meta, events) if m is not None), None)
-        added = await _reachable(self._append_entries(run_id, args, end))
+        added = await _reachable(self._append_entries(run_id, entries, end))
         if not added:
             if written is None:
                 raise UnknownRunError(run_id)
             logger.warning("the event log of run %s was lost by Redis (restarted?); writing it back", run_id)
             await _reachable(self._create(run_id, written, restore=True))
-            added = await _reachable(self._append_entries(run_id, args, end))
+            added = await _reachable(self._append_entries(run_id, entries, end))
             if not added:  # pragma: no cover - lost again at once
                 raise BusUnavailableError(f"the event log of run {run_id!r} keeps disappearing from Redis")
         if written is not None:
@@ -223,21 +214,29 @@ class RedisEventBus:
         if mirror is not None and mirror.ready.is_set() and len(mirror.events) == events[0].seq:
             mirror.add(entries, events)  # this process's readers need not wait for the round trip
 
-    async def _append_entries(self, run_id: str, args: list[str], end: dict[str, str] | None) -> bool:
+    async def _append_entries(self, run_id: str, entries: list[tuple[str, str]], end: dict[str, str] | None) -> bool:
+        """XADD each entry (`NOMKSTREAM`: a log Redis lost is not started again half-way); `False` if it was lost."""
         from redis.exceptions import ResponseError
 
+        key = self._key(run_id)
         try:
-            added = await self._append_script(keys=[self._key(run_id)], args=args)
+            if len(entries) == 1 and end is None:
+                answers = [await self._redis.xadd(key, {"event": entries[0][1]}, id=entries[0][0], nomkstream=True)]
+            else:
+                pipe = self._redis.pipeline(transaction=False)
+                for entry_id, line in entries:
+                    pipe.xadd(key, {"event": line}, id=entry_id, nomkstream=True)
+                if end is not None:
+                    pipe.hset(f"{self.prefix}meta:{run_id}", mapping=cast(Mapping[Any, Any], end))  # pyright: ignore[reportUnknownMemberType]
+                answers = await pipe.execute()
         except ResponseError as exc:
             if "ID specified" in str(exc) or "equal or smaller" in str(exc):
-                first_seq = int(args[0].split("-")[1]) - 2
+                first_seq = _seq_of(entries[0][0])
                 raise ValueError(
                     f"run {run_id!r} refused seq {first_seq}: the log is closed or has it already"
                 ) from None
             raise
-        if added and end is not None:
-            await self._redis.hset(f"{self.prefix}meta:{run_id}", mapping=cast(Mapping[Any, Any], end))  # pyright: ignore[reportUnknownMemberType, reportGeneralTypeIssues]
-        return bool(added)
+        return answers[0] is not None
 
     async def close(self, run_id: str) -> None:
         from redis.exceptions import ResponseError
