@@ -1,11 +1,13 @@
 """The server `bench_fanout.py` measures: our app on an in-process bus, plus a minimal Starlette endpoint.
 
-    python bench/_fanout_server.py PORT CHUNKS
+    python bench/_fanout_server.py PORT CHUNKS [FLUSH_INTERVAL]
 
-`POST /runs` runs a scripted agent streaming CHUNKS text chunks (yielding to the event loop after
-each, as a network stream does). `GET /frames/{run_id}` is the floor: a bare Starlette streaming
-response that sends a finished run's SSE frames, encoded beforehand, in the same 256-event chunks
-our replay sends. `GET /cpu` answers this process's CPU seconds so far.
+`POST /synthetic` starts a producer that appends CHUNKS `llm_chunk` events and an `agent_end` to a new
+log on the server's bus, yielding to the event loop after each (as a run on a network stream does),
+and answers its run id; readers follow it at the real `GET /runs/{run_id}/events`. The producer costs
+the same with readers or without, so their difference is what readers cost. `GET /frames/{run_id}`
+is the floor: a bare Starlette streaming response that sends a finished run's SSE frames, encoded
+beforehand, in chunks of 256. `GET /cpu` answers this process's CPU seconds so far.
 """
 
 from __future__ import annotations
@@ -13,29 +15,21 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator
 
 import uvicorn
 from pydantic_ai import Agent
-from pydantic_ai.messages import ModelMessage
-from pydantic_ai.models.function import AgentInfo, FunctionModel
+from pydantic_ai.models.test import TestModel
 from starlette.responses import JSONResponse, StreamingResponse
 
 from pydantic_deep.server import create_app
 from pydantic_deep.server._sse import event_frame
+from pydantic_deep.streaming import agent_end_event, llm_chunk_event
 
 
-def agent(chunks: int) -> Agent[None, str]:
-    async def model(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str]:
-        for _ in range(chunks):
-            yield "abcd"
-            await asyncio.sleep(0)
-
-    return Agent(FunctionModel(stream_function=model))
-
-
-def main(port: int, chunks: int) -> None:
-    app = create_app(agent(chunks), max_concurrent_runs=1000, deps=lambda: None)
+def main(port: int, chunks: int, flush_interval: float) -> None:
+    app = create_app(Agent(TestModel()), max_concurrent_runs=1000, deps=lambda: None, flush_interval=flush_interval)
     frames: dict[str, list[bytes]] = {}
 
     @app.get("/frames/{run_id}")
@@ -51,6 +45,34 @@ def main(port: int, chunks: int) -> None:
 
         return StreamingResponse(body(), media_type="text/event-stream")
 
+    bus = app.state.deep.bus
+    producers: set[asyncio.Task[None]] = set()
+
+    async def produce(run_id: str) -> None:
+        for seq in range(chunks):
+            event = llm_chunk_event(text="abcd")
+            event.seq, event.run_id = seq, run_id
+            await bus.append(run_id, event)
+            await asyncio.sleep(0)
+        end = agent_end_event()
+        end.seq, end.run_id = chunks, run_id
+        await bus.append(run_id, end)
+        await bus.close(run_id)
+
+    @app.post("/synthetic")
+    async def synthetic() -> JSONResponse:  # pyright: ignore[reportUnusedFunction]
+        run_id = uuid.uuid4().hex
+        await bus.open(run_id)
+        task = asyncio.create_task(produce(run_id))
+        producers.add(task)
+        task.add_done_callback(producers.discard)
+        return JSONResponse({"run_id": run_id})
+
+    @app.get("/synthetic/{run_id}/done")
+    async def done(run_id: str) -> JSONResponse:  # pyright: ignore[reportUnusedFunction]
+        batch = await bus.read(run_id, chunks - 1, wait=None)  # returns once the last event is there
+        return JSONResponse({"done": bool(batch.events)})
+
     @app.get("/cpu")
     async def cpu() -> JSONResponse:  # pyright: ignore[reportUnusedFunction]
         return JSONResponse({"cpu": time.process_time()})
@@ -59,4 +81,4 @@ def main(port: int, chunks: int) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]), int(sys.argv[2]))
+    main(int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]) if len(sys.argv) > 3 else 0.02)

@@ -408,6 +408,11 @@ def test_bad_input_is_one_line_and_exit_2(args: list[str], message: str) -> None
         (["replay", "x.jsonl", "--speed", "-1"], "--speed must be a positive number, got -1.0"),
         (["serve", "--model", "nonsense"], "unknown model 'nonsense'"),
         (["serve", "--host", "0.0.0.0"], "refusing to listen on '0.0.0.0' without a token"),
+        (["serve", "--bus", "kafka://x"], "unknown bus 'kafka://x': use 'memory' or a Redis URL"),
+        (["serve", "--bus", "redis://127.0.0.1:1/0"], "cannot reach the Redis bus at redis://127.0.0.1:1/0"),
+        (["serve", "--max-runs", "0"], "Invalid value for '--max-runs' (env var: 'PYDANTIC_DEEP_MAX_RUNS')"),
+        (["serve", "--run-timeout", "0"], "run_timeout must be a positive number of seconds or None, got 0.0"),
+        (["serve", "--idle-timeout", "-1"], "idle_timeout must be a positive number of seconds or None"),
         (["frobnicate"], "No such command 'frobnicate'."),
     ],
 )
@@ -417,6 +422,7 @@ def test_bad_input_in_process(
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("PYDANTIC_DEEP_MODEL", raising=False)
     monkeypatch.delenv("PYDANTIC_DEEP_TOKEN", raising=False)
+    monkeypatch.delenv("PYDANTIC_DEEP_BUS", raising=False)
     (tmp_path / "x.jsonl").write_text("")
     with pytest.raises(SystemExit) as exit_info:
         main(args)
@@ -424,6 +430,32 @@ def test_bad_input_in_process(
     assert (exit_info.value.code, out) == (2, "")
     assert len(err.splitlines()) == 1
     assert err.startswith(f"pydantic-deep: error: {message}")
+
+
+def test_serve_reads_every_setting_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    import pydantic_deep.server as server_module
+
+    given: list[object] = []
+    monkeypatch.setattr(server_module, "serve", given.append)
+    settings = {
+        "HOST": "127.0.0.2", "PORT": "9001", "TOKEN": "t0k", "BUS": "redis://127.0.0.1:6379/3",
+        "BUS_PREFIX": "fleet-a:", "MAX_RUNS": "5", "RUN_TIMEOUT": "60", "IDLE_TIMEOUT": "20",
+        "DRAIN_TIMEOUT": "7", "RETENTION": "30", "MAX_RETAINED_RUNS": "9", "MAX_PROMPT_CHARS": "99",
+        "MAX_REQUEST_BYTES": "1000", "KEEPALIVE": "3", "LEASE": "4", "FLUSH_INTERVAL": "0",
+    }  # fmt: skip
+    for name, value in settings.items():
+        monkeypatch.setenv(f"PYDANTIC_DEEP_{name}", value)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["serve"])
+    assert exit_info.value.code == 0
+    assert given == [
+        server_module.ServeOptions(
+            host="127.0.0.2", port=9001, model=None, token="t0k", bus="redis://127.0.0.1:6379/3",
+            bus_prefix="fleet-a:", max_runs=5, run_timeout=60.0, idle_timeout=20.0, drain_timeout=7.0,
+            retention_seconds=30.0, max_retained_runs=9, max_prompt_chars=99, max_request_bytes=1000,
+            keepalive_seconds=3.0, lease_seconds=4.0, flush_interval=0.0,
+        )
+    ]  # fmt: skip
 
 
 def test_replay_of_an_empty_file_is_rejected(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -620,3 +620,23 @@ async def test_bad_arguments_fail_fast_with_a_clear_message() -> None:
     with pytest.raises(TypeError, match="prompt must be a string, got int"):
         async for _ in run_stream(weather_agent(), 42):  # type: ignore[arg-type]
             pass
+
+
+async def test_run_timeout_ends_the_run_failed_while_it_streams_and_bad_limits_are_refused() -> None:
+    from pydantic_deep import DeepAgentDeps, create_deep_agent
+    from pydantic_deep.streaming import RunTimeoutError
+    from pydantic_deep.testing import Chunk, ScriptedModel, Step, Text
+
+    never = asyncio.Event()
+    steady = [Chunk(f"{n} ", delay=0.01) for n in range(1000)]  # always talking, never finishing in time
+    agent = create_deep_agent(ScriptedModel([Step(Text("counting: ", *steady, Chunk("done", gate=never)))]))
+    events: list[Any] = []
+    with pytest.raises(RunTimeoutError, match="longer than its run timeout of 0.3 s"):
+        async for event in run_stream(agent, "count", DeepAgentDeps(), run_timeout=0.3, idle_timeout=5):
+            events.append(event)
+    assert [e.event_type.value for e in events[-2:]] == ["error", "agent_end"]
+    assert events[-2].data["exception_type"] == "RunTimeoutError" and events[-1].data["status"] == "failed"
+    assert sum(e.event_type == StreamEventType.LLM_CHUNK for e in events) > 1  # it was cut mid-answer
+    for bad in ({"run_timeout": 0}, {"idle_timeout": -1.0}):
+        with pytest.raises(ValueError, match="must be a positive number of seconds"):
+            await anext(run_stream(agent, "count", DeepAgentDeps(), **bad))  # pyright: ignore[reportArgumentType]

@@ -51,6 +51,10 @@ class InMemoryEventBus:
         self._logs[run_id] = _Log(meta=dict(meta or {}))
 
     async def append(self, run_id: str, event: AnyStreamEvent) -> None:
+        self.append_now(run_id, event)
+
+    def append_now(self, run_id: str, event: AnyStreamEvent) -> None:
+        """`append`, without the `await`: an in-process log never waits."""
         log = self._log(run_id)
         if log.closed:
             raise ValueError(f"the event log of run {run_id!r} is closed")

@@ -177,6 +177,14 @@ def serve(
         float,
         typer.Option(help="Seconds before the fleet ends the runs of a dead process.", envvar=_env("LEASE")),
     ] = 10.0,
+    flush_interval: Annotated[
+        float,
+        typer.Option(
+            help="Seconds a live stream gathers events into one write (0: a write per event).",
+            envvar=_env("FLUSH_INTERVAL"),
+            min=0,
+        ),
+    ] = 0.02,
 ) -> None:
     """Serve agent runs over HTTP (SSE, WebSocket, AG-UI, Vercel AI) with a live dashboard page."""
     from ..server import ServeOptions
@@ -198,6 +206,7 @@ def serve(
         max_request_bytes=max_request_bytes,
         keepalive_seconds=keepalive,
         lease_seconds=lease,
+        flush_interval=flush_interval,
     )
     raise typer.Exit(serve_command(options))
 

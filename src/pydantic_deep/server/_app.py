@@ -47,6 +47,7 @@ def create_app(
     drain_timeout: float = 30.0,
     lease_seconds: float = 10.0,
     max_buffered_events: int = 10_000,
+    flush_interval: float = 0.02,
 ) -> FastAPI:
     """Build the ASGI app: start runs over HTTP and stream their events to any number of clients.
 
@@ -85,7 +86,9 @@ def create_app(
     the SSE keep-alive comments. A run past `run_timeout` seconds, or `idle_timeout` seconds without an
     event, ends `failed`. `drain_timeout` is how long a shutdown lets running runs finish;
     `lease_seconds` how soon the fleet notices a dead process; `max_buffered_events` how many events a
-    run may hold while the bus is away before it is stopped. See docs/server.md and docs/scaling.md.
+    run may hold while the bus is away before it is stopped. A live stream writes at most once per
+    `flush_interval` seconds while events keep coming (0: once per event). See docs/server.md and
+    docs/scaling.md.
     """
     if token is None:
         token = os.environ.get(TOKEN_ENV_VAR) or None
@@ -103,8 +106,10 @@ def create_app(
     for name, limit in (("run_timeout", run_timeout), ("idle_timeout", idle_timeout)):
         if limit is not None and not limit > 0:
             raise ValueError(f"{name} must be a positive number of seconds or None, got {limit!r}")
-    if drain_timeout < 0 or not lease_seconds > 0 or max_buffered_events < 1:
-        raise ValueError("drain_timeout must be >= 0, lease_seconds > 0 and max_buffered_events >= 1")
+    if drain_timeout < 0 or flush_interval < 0 or not lease_seconds > 0 or max_buffered_events < 1:
+        raise ValueError(
+            "drain_timeout and flush_interval must be >= 0, lease_seconds > 0 and max_buffered_events >= 1"
+        )
     if agent is None:
         from ..agent import create_deep_agent
 
@@ -132,6 +137,7 @@ def create_app(
         max_prompt_chars=max_prompt_chars,
         keepalive_seconds=keepalive_seconds,
         drain_timeout=drain_timeout,
+        flush_interval=flush_interval,
     )
 
     @asynccontextmanager

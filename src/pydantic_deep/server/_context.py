@@ -41,6 +41,7 @@ class ServerContext:
     max_prompt_chars: int
     keepalive_seconds: float
     drain_timeout: float = 30.0
+    flush_interval: float = 0.02
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     """Set when the server shuts down: every stream still open ends (its client resumes elsewhere)."""
     _streams: dict[str, int] = field(default_factory=dict[str, int])
@@ -62,7 +63,14 @@ class ServerContext:
         """The log's batches past `after` (starting with `first`), an empty one whenever it has been idle a while."""
         self._streams[run_id] = self._streams.get(run_id, 0) + 1
         try:
-            async for batch in follow_log(self.bus, run_id, after, keepalive=self.keepalive_seconds, first=first):
+            async for batch in follow_log(
+                self.bus,
+                run_id,
+                after,
+                keepalive=self.keepalive_seconds,
+                first=first,
+                flush_interval=self.flush_interval,
+            ):
                 yield batch
         finally:
             self._streams[run_id] -= 1

@@ -37,7 +37,7 @@ from pydantic_ai.agent import AbstractAgent
 from pydantic_ai.messages import ModelMessage
 from pydantic_ai.models import Model
 
-from ..bus import BusUnavailableError, EventBus, UnknownRunError
+from ..bus import BusUnavailableError, EventBus, InMemoryEventBus, UnknownRunError
 from ..streaming import AnyStreamEvent, RunState, StreamEventType, run_stream
 from ..streaming.state import ToolCall
 from ..streaming.types import agent_end_event, error_event, tool_end_event
@@ -177,6 +177,7 @@ class _Outbox:
 
     def __init__(self, bus: EventBus, run_id: str, limit: int) -> None:
         self.bus, self.run_id, self.limit = bus, run_id, limit
+        self.direct = bus.append_now if isinstance(bus, InMemoryEventBus) else None
         self.pending: list[AnyStreamEvent] = []
         self.wake = asyncio.Event()
         self.finished = False
@@ -188,6 +189,9 @@ class _Outbox:
         return len(self.pending) > self.limit
 
     def put(self, event: AnyStreamEvent) -> None:
+        if self.direct is not None and not self.pending:
+            self.direct(self.run_id, event)  # an in-process log takes it at once: no task hop per event
+            return
         self.pending.append(event)
         self.wake.set()
 

@@ -78,6 +78,7 @@ class ServeOptions:
     max_request_bytes: int = 16 * 1024 * 1024
     keepalive_seconds: float = 15.0
     lease_seconds: float = 10.0
+    flush_interval: float = 0.02
     log_level: str = "info"
 
 
@@ -113,6 +114,7 @@ def serve(options: ServeOptions | None = None, **settings: Any) -> None:
             max_request_bytes=options.max_request_bytes,
             keepalive_seconds=options.keepalive_seconds,
             lease_seconds=options.lease_seconds,
+            flush_interval=options.flush_interval,
         )
     except ValueError as exc:
         raise ServerConfigError(str(exc)) from None

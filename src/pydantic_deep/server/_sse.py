@@ -22,6 +22,7 @@ from ..streaming import AnyStreamEvent, StreamEvent, StreamEventType
 __all__ = ("KEEP_ALIVE", "EventStreamResponse", "event_frame", "follow_log", "sse_frame")
 
 KEEP_ALIVE = b": keep-alive\n\n"
+_BATCH_LIMIT = 4096
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 
@@ -51,12 +52,21 @@ def is_last(event: StreamEvent) -> bool:
 
 
 async def follow_log(
-    bus: EventBus, run_id: str, after: int, *, keepalive: float, first: EventBatch | None = None
+    bus: EventBus,
+    run_id: str,
+    after: int,
+    *,
+    keepalive: float,
+    first: EventBatch | None = None,
+    flush_interval: float = 0.0,
 ) -> AsyncIterator[EventBatch]:
     """Batches of the run's events past `after` until `agent_end` or the log's close; an empty one when idle.
 
     An empty batch comes after `keepalive` seconds without events. `first` is a batch already read (the
     endpoint reads one to answer 404 before the stream starts). Every batch yielded has its `lines` filled.
+    With `flush_interval`, a batch is yielded at most that often while events keep coming: the first
+    event after a quiet spell goes at once, and those that follow it within the interval go together
+    (one wake-up and one write for many events, instead of one each).
     """
     if first is not None and first.events:
         yield _with_lines(first)
@@ -65,7 +75,7 @@ async def follow_log(
         after = first.events[-1].seq
     while True:
         try:
-            batch = await bus.read(run_id, after, wait=keepalive)
+            batch = await bus.read(run_id, after, limit=_BATCH_LIMIT, wait=keepalive)
         except UnknownRunError:  # dropped after its retention time while this reader lagged behind
             return
         if batch.events:
@@ -73,6 +83,8 @@ async def follow_log(
             if is_last(batch.events[-1]):
                 return
             after = batch.events[-1].seq
+            if flush_interval > 0 and not batch.closed:
+                await asyncio.sleep(flush_interval)
         elif not batch.closed:
             yield EventBatch()
         if batch.closed:
