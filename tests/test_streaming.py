@@ -631,7 +631,7 @@ async def test_run_timeout_ends_the_run_failed_while_it_streams_and_bad_limits_a
     steady = [Chunk(f"{n} ", delay=0.01) for n in range(1000)]  # always talking, never finishing in time
     agent = create_deep_agent(ScriptedModel([Step(Text("counting: ", *steady, Chunk("done", gate=never)))]))
     events: list[Any] = []
-    with pytest.raises(RunTimeoutError, match="longer than its run timeout of 0.3 s"):
+    with pytest.raises(RunTimeoutError, match=r"longer than its run timeout of 0\.3 s"):
         async for event in run_stream(agent, "count", DeepAgentDeps(), run_timeout=0.3, idle_timeout=5):
             events.append(event)
     assert [e.event_type.value for e in events[-2:]] == ["error", "agent_end"]
