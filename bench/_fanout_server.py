@@ -4,8 +4,9 @@
 
 `POST /synthetic` starts a producer that appends CHUNKS `llm_chunk` events and an `agent_end` to a new
 log on the server's bus, yielding to the event loop after each (as a run on a network stream does),
-and answers its run id; readers follow it at the real `GET /runs/{run_id}/events`. The producer costs
-the same with readers or without, so their difference is what readers cost. `GET /frames/{run_id}`
+and answers its run id (`POST /reset` drops every log); readers follow it at the real
+`GET /runs/{run_id}/events`. The producer costs the same with readers or without, so their
+difference is what readers cost. `GET /frames/{run_id}`
 is the floor: a bare Starlette streaming response that sends a finished run's SSE frames, encoded
 beforehand, in chunks of 256. `GET /cpu` answers this process's CPU seconds so far.
 """
@@ -13,6 +14,7 @@ beforehand, in chunks of 256. `GET /cpu` answers this process's CPU seconds so f
 from __future__ import annotations
 
 import asyncio
+import gc
 import sys
 import time
 import uuid
@@ -72,6 +74,15 @@ def main(port: int, chunks: int, flush_interval: float) -> None:
     async def done(run_id: str) -> JSONResponse:  # pyright: ignore[reportUnusedFunction]
         batch = await bus.read(run_id, chunks - 1, wait=None)  # returns once the last event is there
         return JSONResponse({"done": bool(batch.events)})
+
+    @app.post("/reset")
+    async def reset() -> JSONResponse:  # pyright: ignore[reportUnusedFunction]
+        """Drop every log and collect garbage: each phase starts from the same heap."""
+        for run_id in await bus.run_ids(1_000_000):
+            await bus.discard(run_id)
+        frames.clear()
+        gc.collect()
+        return JSONResponse({})
 
     @app.get("/cpu")
     async def cpu() -> JSONResponse:  # pyright: ignore[reportUnusedFunction]

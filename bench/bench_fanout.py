@@ -9,7 +9,7 @@
      readers in the same run, is subtracted);
    - replay: the same readers on the finished logs;
    - bare: a minimal Starlette endpoint streaming the same frames, encoded beforehand, in the same chunks.
-   Targets: live within 1.5x replay, and within 2x bare. Best of 3 rounds.
+   Targets: live within 1.5x replay, and within 2x bare. The median of 5 rounds.
 
     make bench            # or: .venv/bin/python bench/bench_fanout.py [--runs 50] [--chunks 2000]
 """
@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -108,12 +109,14 @@ async def start_runs(http: httpx.AsyncClient, url: str, runs: int) -> list[str]:
 
 async def one_round(http: httpx.AsyncClient, url: str, runs: int) -> dict[str, float]:
     # The runs alone: what they cost without readers.
+    await http.post(f"{url}/reset")
     before = await cpu(http, url)
     run_ids = await start_runs(http, url, runs)
     await wait_finished(http, url, run_ids)
     alone = await cpu(http, url) - before
 
-    # The same runs with one live reader each, connected as they start.
+    # The same runs with one live reader each, connected as they start, on the same heap.
+    await http.post(f"{url}/reset")
     before = await cpu(http, url)
     run_ids = await start_runs(http, url, runs)
     delivered = await asyncio.gather(*(read_all(http, f"{url}/runs/{r}/events") for r in run_ids))
@@ -149,14 +152,15 @@ async def server(runs: int, chunks: int, flush_interval: float) -> None:
                     break
                 except httpx.TransportError:
                     await asyncio.sleep(0.05)
-            rounds = [await one_round(http, url, runs) for _ in range(3)]
+            rounds = [await one_round(http, url, runs) for _ in range(5)]
     finally:
         proc.terminate()
         proc.wait()
-    best = {name: min(r[name] for r in rounds) for name in rounds[0]}
+    # The median round: "live" is a difference of two CPU totals, so single rounds are noisy.
+    best = {name: statistics.median(r[name] for r in rounds) for name in rounds[0]}
     print(
         f"{runs} logs at once x {chunks} chunks, one SSE reader each, flush interval {flush_interval:g} s: "
-        "server CPU µs per delivered event (best of 3)"
+        "server CPU µs per delivered event (median of 5)"
     )
     for name, value in best.items():
         print(f"  {name:7s} {value:7.2f}")

@@ -495,7 +495,8 @@ class FollowedBus(InMemoryEventBus):
 async def test_finished_runs_are_dropped_after_the_retention_time() -> None:
     bus = FollowedBus()
     script = Script(["x"], paced=True)
-    async with client(create_app(script.agent(), bus=bus, retention_seconds=0)) as http:
+    # No flush interval: a reader gathering events for 20 ms would still be behind when the run is dropped.
+    async with client(create_app(script.agent(), bus=bus, retention_seconds=0, flush_interval=0)) as http:
         run_id = await start(http)
         reader = asyncio.create_task(all_events(http, run_id))
         await bus.following.wait()  # the reader follows the log before the run can end and be dropped

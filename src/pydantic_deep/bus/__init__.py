@@ -6,7 +6,7 @@ run's events to a bus and streams them to clients from it, which is what makes r
 """
 
 from ._memory import InMemoryEventBus
-from ._protocol import BusUnavailableError, EventBatch, EventBus, UnknownRunError, follow
+from ._protocol import BusUnavailableError, EventBatch, EventBus, UnknownRunError, follow, sse_event_frame
 from ._redis import RedisEventBus
 
 __all__ = (
@@ -17,4 +17,5 @@ __all__ = (
     "RedisEventBus",
     "UnknownRunError",
     "follow",
+    "sse_event_frame",
 )

@@ -7,7 +7,7 @@ from collections.abc import AsyncGenerator, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ..streaming.types import AnyStreamEvent
-from ._protocol import EventBatch, UnknownRunError, run_end_meta
+from ._protocol import EventBatch, UnknownRunError, run_end_meta, sse_event_frame
 
 __all__ = ("InMemoryEventBus",)
 
@@ -15,8 +15,9 @@ __all__ = ("InMemoryEventBus",)
 @dataclass(eq=False)
 class _Log:
     events: list[AnyStreamEvent] = field(default_factory=list[AnyStreamEvent])
-    # The events' JSON, encoded by the first reader that reaches them and then shared by all.
+    # Each event's JSON and SSE message, made once as it is appended and shared by every reader.
     lines: list[str] = field(default_factory=list[str])
+    frames: list[bytes] = field(default_factory=list[bytes])
     closed: bool = False
     meta: dict[str, str] = field(default_factory=dict[str, str])
     # Replaced on every change and set, so each waiting reader wakes once per append, with no queue per reader.
@@ -60,7 +61,10 @@ class InMemoryEventBus:
             raise ValueError(f"the event log of run {run_id!r} is closed")
         if event.seq != len(log.events):
             raise ValueError(f"run {run_id!r} expects seq {len(log.events)} next, got {event.seq}")
+        line = event.to_json()
         log.events.append(event)
+        log.lines.append(line)
+        log.frames.append(sse_event_frame(event, line))
         if (end := run_end_meta(event)) is not None:
             log.meta.update(end)
         log.notify()
@@ -91,9 +95,12 @@ class InMemoryEventBus:
             except TimeoutError:
                 return EventBatch()
         end = min(start + limit, len(log.events))
-        log.lines.extend(event.to_json() for event in log.events[len(log.lines) : end])
-        events = log.events[start:end]
-        return EventBatch(events=events, lines=log.lines[start:end], closed=log.closed and end >= len(log.events))
+        return EventBatch(
+            events=log.events[start:end],
+            lines=log.lines[start:end],
+            frames=log.frames[start:end],
+            closed=log.closed and end >= len(log.events),
+        )
 
     async def exists(self, run_id: str) -> bool:
         return run_id in self._logs

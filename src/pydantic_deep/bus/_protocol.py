@@ -14,7 +14,7 @@ from typing import Protocol, runtime_checkable
 
 from ..streaming.types import AnyStreamEvent, StreamEventType
 
-__all__ = ("BusUnavailableError", "EventBatch", "EventBus", "UnknownRunError", "follow")
+__all__ = ("BusUnavailableError", "EventBatch", "EventBus", "UnknownRunError", "follow", "sse_event_frame")
 
 
 class UnknownRunError(KeyError):
@@ -45,12 +45,28 @@ class EventBatch:
 
     A bus may leave it empty; `json_lines()` then encodes the events itself.
     """
+    frames: list[bytes] = field(default_factory=list[bytes], compare=False)
+    """`events` as Server-Sent Events messages (`sse_event_frame`), made once per log; may be left empty too."""
 
     def json_lines(self) -> list[str]:
         """`lines` when the bus filled them in, otherwise the events encoded now."""
         if len(self.lines) == len(self.events):
             return self.lines
         return [event.to_json() for event in self.events]
+
+    def sse_frames(self) -> list[bytes]:
+        """`frames` when the bus filled them in, otherwise made now."""
+        if len(self.frames) == len(self.events):
+            return self.frames
+        return [sse_event_frame(event, line) for event, line in zip(self.events, self.json_lines(), strict=True)]
+
+
+def sse_event_frame(event: AnyStreamEvent, line: str) -> bytes:
+    """The SSE message for `event` whose JSON is `line`: `id: <seq>`, `event: <event_type>`, `data: <line>`.
+
+    `line` is one line (`to_json` escapes every line break), so it goes in a single `data:` field.
+    """
+    return f"id: {event.seq}\nevent: {event.event_type.value}\ndata: {line}\n\n".encode()
 
 
 @runtime_checkable

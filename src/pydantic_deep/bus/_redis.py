@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from ..streaming.types import AnyStreamEvent, StreamEvent
-from ._protocol import BusUnavailableError, EventBatch, UnknownRunError, run_end_meta
+from ._protocol import BusUnavailableError, EventBatch, UnknownRunError, run_end_meta, sse_event_frame
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -64,6 +64,7 @@ class _Mirror:
 
     events: list[AnyStreamEvent] = field(default_factory=list[AnyStreamEvent])
     lines: list[str] = field(default_factory=list[str])
+    frames: list[bytes] = field(default_factory=list[bytes])
     closed: bool = False
     missing: bool = False  # the log did not exist when the mirror started
     error: BaseException | None = None  # why the first read failed
@@ -84,8 +85,10 @@ class _Mirror:
         for index, (entry_id, line) in enumerate(entries):
             if _seq_of(entry_id) < held:
                 continue
+            event = events[index] if events is not None else StreamEvent.from_json(line)
             self.lines.append(line)  # as `to_json()` made it: not encoded again
-            self.events.append(events[index] if events is not None else StreamEvent.from_json(line))
+            self.events.append(event)
+            self.frames.append(sse_event_frame(event, line))
             held += 1
             added = True
         if added:
@@ -305,7 +308,12 @@ class RedisEventBus:
                 mirror.last_used = time.monotonic()
         end = min(start + limit, len(mirror.events))
         closed = mirror.closed and end >= len(mirror.events)
-        return EventBatch(events=mirror.events[start:end], lines=mirror.lines[start:end], closed=closed)
+        return EventBatch(
+            events=mirror.events[start:end],
+            lines=mirror.lines[start:end],
+            frames=mirror.frames[start:end],
+            closed=closed,
+        )
 
     async def _mirror(self, run_id: str) -> _Mirror:
         self._sweep()

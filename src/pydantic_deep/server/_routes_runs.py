@@ -20,7 +20,7 @@ from ._context import Context, ServerContext, open_log, parse_resume_point
 from ._docs import SSE_ANSWERS, json_errors
 from ._errors import ApiError, FieldError, validation_errors
 from ._runs import RunRecord
-from ._sse import EventStreamResponse, event_frame
+from ._sse import EventStreamResponse
 from ._wire import RunCreated, RunInfo, RunList, RunRequest
 
 __all__ = ("router",)
@@ -98,7 +98,7 @@ async def run_events(
 
 
 def _event_frames(batch: EventBatch) -> bytes:
-    return b"".join(map(event_frame, batch.events, batch.lines))
+    return b"".join(batch.sse_frames())
 
 
 @router.websocket("/{run_id}/ws")

@@ -397,11 +397,12 @@ class RunRegistry:
 
     async def _describe(self, run_id: str) -> RunRecord | None:
         """A run another process owns, from its log (folded incrementally: only new events are read)."""
+        (meta,) = await self.bus.metas([run_id])  # also tells a run dropped since it was cached
+        if meta is None:
+            self._remote.pop(run_id, None)
+            return None
         record = self._remote.get(run_id)
         if record is None:
-            (meta,) = await self.bus.metas([run_id])
-            if meta is None:
-                return None
             record = RunRecord(
                 run_id=run_id,
                 prompt=meta.get("prompt", ""),

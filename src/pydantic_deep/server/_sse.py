@@ -16,7 +16,7 @@ from typing import Any
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
-from ..bus import EventBatch, EventBus, UnknownRunError
+from ..bus import EventBatch, EventBus, UnknownRunError, sse_event_frame
 from ..streaming import AnyStreamEvent, StreamEvent, StreamEventType
 
 __all__ = ("KEEP_ALIVE", "EventStreamResponse", "event_frame", "follow_log", "sse_frame")
@@ -38,12 +38,8 @@ def sse_frame(data: str, *, event: str | None = None, id: str | None = None) -> 
 
 
 def event_frame(event: AnyStreamEvent, line: str | None = None) -> bytes:
-    """A `StreamEvent` as the SSE message `GET /runs/{run_id}/events` sends; `line` is its JSON if already made.
-
-    The JSON is one line (`to_json` escapes every line break), so it goes in a single `data:` field as is.
-    """
-    data = event.to_json() if line is None else line
-    return f"id: {event.seq}\nevent: {event.event_type.value}\ndata: {data}\n\n".encode()
+    """A `StreamEvent` as the SSE message `GET /runs/{run_id}/events` sends; `line` is its JSON if already made."""
+    return sse_event_frame(event, event.to_json() if line is None else line)
 
 
 def is_last(event: StreamEvent) -> bool:
@@ -93,7 +89,9 @@ async def follow_log(
 
 def _with_lines(batch: EventBatch) -> EventBatch:
     lines = batch.json_lines()
-    return batch if lines is batch.lines else EventBatch(events=batch.events, lines=lines, closed=batch.closed)
+    if lines is batch.lines:
+        return batch
+    return EventBatch(events=batch.events, lines=lines, frames=batch.frames, closed=batch.closed)
 
 
 class EventStreamResponse(Response):
