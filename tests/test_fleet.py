@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from httpx_ws import aconnect_ws
+from httpx_ws import WebSocketDisconnect, aconnect_ws
 
 from _fleet_helpers import Follower, OwnRedis, fleet, redis_or_skip
 
@@ -210,3 +210,29 @@ async def test_an_answer_cut_off_before_the_providers_completion_event_fails_the
     assert texts[-2:] == ["Done", " with "]  # what arrived is kept
     error = events[-2]["data"]
     assert error["exception_type"] == "IncompleteAnswerError" and "cut off" in error["error"]
+
+
+async def test_sigterm_closes_streams_of_other_processes_runs_and_their_clients_resume_elsewhere() -> None:
+    redis_or_skip()
+    with fleet() as the_fleet:
+        a, b = the_fleet.start(count=2)
+        gate = the_fleet.model.gate("outlives b")
+        async with httpx.AsyncClient(timeout=60) as http:
+            run_id = (await http.post(f"{a.url}/runs", json={"prompt": "outlives b"})).json()["run_id"]
+            on_b = Follower(b.url, run_id)
+            await on_b.until(http, "tool_end")
+            await asyncio.to_thread(the_fleet.model.arrived["outlives b"].wait)
+            sse_on_b = asyncio.create_task(on_b.to_end(http))
+            async with aconnect_ws(f"{b.url}/runs/{run_id}/ws", http) as ws:
+                assert json.loads(await ws.receive_text())["event_type"] == "agent_start"
+                b.signal(signal.SIGTERM)
+                cut = await sse_on_b  # B ends the stream cleanly: it does not own the run
+                with pytest.raises(WebSocketDisconnect) as closed:
+                    while True:
+                        await ws.receive_text()
+            assert closed.value.code == 1012
+            assert cut[-1]["event_type"] != "agent_end"
+            assert await asyncio.to_thread(b.wait, 60) == 0
+            gate.set()
+            events = await Follower(a.url, run_id, after=on_b.after, events=list(cut)).to_end(http)
+            assert_whole_run(events, "succeeded")  # resumed on A where B left off: nothing lost or repeated
