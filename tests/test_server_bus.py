@@ -7,15 +7,23 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Collection, Mapping, Sequence
 from datetime import UTC, datetime
 
 import pytest
 
 from _server_helpers import Script, answer_text, client, events_of, parse_sse
-from pydantic_deep.bus import EventBatch, EventBus, InMemoryEventBus, RedisEventBus, UnknownRunError, follow
+from pydantic_deep.bus import (
+    BusUnavailableError,
+    EventBatch,
+    EventBus,
+    InMemoryEventBus,
+    RedisEventBus,
+    UnknownRunError,
+    follow,
+)
 from pydantic_deep.server import create_app
-from pydantic_deep.streaming import StreamEvent, llm_chunk_event
+from pydantic_deep.streaming import AnyStreamEvent, StreamEvent, llm_chunk_event
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -197,3 +205,88 @@ async def test_the_server_on_redis_streams_runs_and_another_server_can_follow_th
 def test_redis_bus_names_its_keys_and_connects_lazily() -> None:
     bus = RedisEventBus("redis://127.0.0.1:1/0", prefix="p:")  # nothing listens there; nothing is tried yet
     assert (bus.prefix, bus.retention_seconds, bus.max_run_seconds) == ("p:", 3600, 86_400)
+
+
+class FlakyBus:
+    """An in-process bus that can be made unreachable (as Redis going away), delegating everything else."""
+
+    def __init__(self) -> None:
+        self.inner = InMemoryEventBus()
+        self.down = False
+        self.refused = asyncio.Event()  # set once an append was refused: the outage has been felt
+
+    def _check(self) -> None:
+        if self.down:
+            self.refused.set()
+            raise BusUnavailableError("Redis is unavailable: connection refused")
+
+    async def open(self, run_id: str, meta: Mapping[str, str] | None = None) -> None:
+        self._check()
+        await self.inner.open(run_id, meta)
+
+    async def append(self, run_id: str, event: AnyStreamEvent) -> None:
+        await self.append_many(run_id, [event])
+
+    async def append_many(self, run_id: str, events: Sequence[AnyStreamEvent]) -> None:
+        self._check()
+        await self.inner.append_many(run_id, events)
+
+    async def close(self, run_id: str) -> None:
+        self._check()
+        await self.inner.close(run_id)
+
+    async def read(self, run_id: str, after: int = -1, *, limit: int = 256, wait: float | None = None) -> EventBatch:
+        return await self.inner.read(run_id, after, limit=limit, wait=wait)
+
+    async def exists(self, run_id: str) -> bool:
+        return await self.inner.exists(run_id)
+
+    async def discard(self, run_id: str) -> None:
+        await self.inner.discard(run_id)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+    async def metas(self, run_ids: Sequence[str]) -> list[dict[str, str] | None]:
+        return await self.inner.metas(run_ids)
+
+    async def run_ids(self, limit: int) -> list[str]:
+        return await self.inner.run_ids(limit)
+
+    async def renew(self, owner: str, run_ids: Collection[str], seconds: float) -> None:
+        self._check()
+
+    async def orphans(self) -> list[str]:
+        return []
+
+    async def publish(self, message: Mapping[str, str]) -> None:
+        await self.inner.publish(message)
+
+    def subscribe(self) -> AsyncGenerator[dict[str, str]]:
+        return self.inner.subscribe()
+
+
+async def test_a_run_keeps_its_events_while_the_bus_is_away_and_is_stopped_past_the_bound() -> None:
+    bus = FlakyBus()
+    assert isinstance(bus, EventBus)
+    script = Script(["a", "b", "c", "d", "e", "f"], paced=True)
+    async with client(create_app(script.agent(), bus=bus, max_buffered_events=3, flush_interval=0)) as http:
+        run_id = (await http.post("/runs", json={"prompt": "through"})).json()["run_id"]
+        assert (await bus.read(run_id, wait=None)).events[0].event_type == "agent_start"
+        bus.down = True
+        refused = await http.post("/runs", json={"prompt": "during"})
+        assert refused.status_code == 503 and refused.headers["Retry-After"] == "2"
+        assert refused.json()["error"]["code"] == "bus_unavailable"
+        script.allow(6)  # the run goes on: its events wait in memory, past the bound of 3
+        await bus.refused.wait()
+        status = (await http.get(f"/runs/{run_id}")).json()  # described by the process that runs it
+        while status["status"] == "running":
+            await asyncio.sleep(0)  # the run task reaches the bound on its own pace, no timers involved
+            status = (await http.get(f"/runs/{run_id}")).json()
+        bus.down = False  # Redis is back: everything kept is written, in order
+        events = events_of(parse_sse((await http.get(f"/runs/{run_id}/events")).text))
+    assert [e["seq"] for e in events] == list(range(len(events)))
+    assert events[-2]["event_type"] == "error" and events[-2]["data"]["exception_type"] == "BusUnavailableError"
+    assert "more than 3 events" in events[-2]["data"]["error"]
+    assert events[-1]["event_type"] == "agent_end" and events[-1]["data"]["status"] == "failed"
+    assert status["status"] == "failed"
