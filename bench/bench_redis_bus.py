@@ -6,7 +6,8 @@
    process's mirror: it fetches and decodes every event) against raw `XREAD COUNT 1000`, bare and
    with each event decoded (`+json`). Events per second, best of 5, and the ratios (target: >= 0.8).
 2. End-to-end latency: two `pydantic-deep serve` processes on Redis; a run on A streams the demo
-   model's chunks and an SSE client follows it on B (and one on A). Latency is from the event's
+   model's chunks (one every 2 ms) and an SSE client follows it on B (and one on A), with each event
+   written on its own (`--flush-interval 0`) and gathered for 20 ms (the default). Latency is from the event's
    creation in the run (its timestamp) to its arrival at the client: median, p90 and p99.
 
     make bench            # or: .venv/bin/python bench/bench_redis_bus.py [--events 5000]
@@ -119,9 +120,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(prefix: str) -> tuple[subprocess.Popen[bytes], str]:
+def start_server(prefix: str, flush_interval: str) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
-    env = {**os.environ, "PYDANTIC_DEEP_DEMO_DELAY": "0.002", "PYDANTIC_DEEP_MODEL": "demo"}
+    env = {
+        **os.environ,
+        "PYDANTIC_DEEP_DEMO_DELAY": "0.002",
+        "PYDANTIC_DEEP_MODEL": "demo",
+        "PYDANTIC_DEEP_FLUSH_INTERVAL": flush_interval,
+    }
     command = [sys.executable, "-m", "pydantic_deep.cli", "serve", "--port", str(port), "--bus", REDIS_URL]
     proc = subprocess.Popen(
         [*command, "--bus-prefix", prefix], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -149,9 +155,9 @@ async def follow(http: httpx.AsyncClient, url: str, run_id: str) -> list[float]:
     return latencies
 
 
-async def latency(runs: int) -> dict[str, list[float]]:
+async def latency(runs: int, flush_interval: str) -> dict[str, list[float]]:
     prefix = f"pydantic-deep-bench:{uuid.uuid4().hex}:"
-    (a, url_a), (b, url_b) = start_server(prefix), start_server(prefix)
+    (a, url_a), (b, url_b) = start_server(prefix, flush_interval), start_server(prefix, flush_interval)
     found: dict[str, list[float]] = {"same process": [], "another process": []}
     try:
         async with httpx.AsyncClient(timeout=60) as http:
@@ -185,13 +191,17 @@ async def main(count: int, runs: int) -> None:
         ("read", "raw xread+json"),
     ):
         print(f"ratio {ours}/{theirs}: {rates[ours] / rates[theirs]:.2f}  (target >= 0.8)")
-    found = await latency(runs)
-    print(f"latency from a run's event to an SSE client, ms ({runs} demo runs)")
-    for name, values in found.items():
+    for flush_interval in ("0", "0.02"):
+        found = await latency(runs, flush_interval)
         print(
-            f"  {name:16s} median {statistics.median(values):6.2f}  p90 {percentile(values, 0.9):6.2f}"
-            f"  p99 {percentile(values, 0.99):6.2f}  ({len(values)} events)"
+            f"latency from a run's event to an SSE client, ms ({runs} demo runs, a chunk every 2 ms, "
+            f"--flush-interval {flush_interval})"
         )
+        for name, values in found.items():
+            print(
+                f"  {name:16s} median {statistics.median(values):6.2f}  p90 {percentile(values, 0.9):6.2f}"
+                f"  p99 {percentile(values, 0.99):6.2f}  ({len(values)} events)"
+            )
 
 
 if __name__ == "__main__":
