@@ -7,25 +7,17 @@ from collections.abc import AsyncGenerator, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ..streaming.types import AnyStreamEvent
+from ._log import LogCopy
 from ._protocol import EventBatch, UnknownRunError, run_end_meta, sse_event_frame
 
 __all__ = ("InMemoryEventBus",)
 
 
 @dataclass(eq=False)
-class _Log:
-    events: list[AnyStreamEvent] = field(default_factory=list[AnyStreamEvent])
-    # Each event's JSON and SSE message, made once as it is appended and shared by every reader.
-    lines: list[str] = field(default_factory=list[str])
-    frames: list[bytes] = field(default_factory=list[bytes])
-    closed: bool = False
-    meta: dict[str, str] = field(default_factory=dict[str, str])
-    # Replaced on every change and set, so each waiting reader wakes once per append, with no queue per reader.
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
+class _Log(LogCopy):
+    """A log, its JSON and frames made once as each event is appended, and what `open` was given."""
 
-    def notify(self) -> None:
-        changed, self.changed = self.changed, asyncio.Event()
-        changed.set()
+    meta: dict[str, str] = field(default_factory=dict[str, str])
 
 
 class InMemoryEventBus:
@@ -84,23 +76,10 @@ class InMemoryEventBus:
             raise ValueError(f"limit must be at least 1, got {limit!r}")
         log = self._log(run_id)
         start = max(after + 1, 0)
-        if start >= len(log.events) and not log.closed:
-            if wait is not None and wait <= 0:
-                return EventBatch()
-            try:
-                async with asyncio.timeout(wait):
-                    # A reader that asked past the end (after > last seq) sleeps through earlier appends.
-                    while start >= len(log.events) and not log.closed:
-                        await log.changed.wait()
-            except TimeoutError:
-                return EventBatch()
-        end = min(start + limit, len(log.events))
-        return EventBatch(
-            events=log.events[start:end],
-            lines=log.lines[start:end],
-            frames=log.frames[start:end],
-            closed=log.closed and end >= len(log.events),
-        )
+        # A reader that asked past the end (after > last seq) sleeps through earlier appends.
+        if not await log.wait_past(start, wait):
+            return EventBatch()
+        return log.batch(start, limit)
 
     async def exists(self, run_id: str) -> bool:
         return run_id in self._logs

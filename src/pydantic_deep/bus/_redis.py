@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from ..streaming.types import AnyStreamEvent, StreamEvent
+from ._log import LogCopy
 from ._protocol import BusUnavailableError, EventBatch, UnknownRunError, run_end_meta, sse_event_frame
 
 if TYPE_CHECKING:
@@ -59,24 +60,14 @@ def _seq_of(entry_id: str) -> int:
 
 
 @dataclass(eq=False)
-class _Mirror:
+class _Mirror(LogCopy):
     """One process's copy of a run's log, filled by one follower task and read by every local reader."""
 
-    events: list[AnyStreamEvent] = field(default_factory=list[AnyStreamEvent])
-    lines: list[str] = field(default_factory=list[str])
-    frames: list[bytes] = field(default_factory=list[bytes])
-    closed: bool = False
     missing: bool = False  # the log did not exist when the mirror started
     error: BaseException | None = None  # why the first read failed
     ready: asyncio.Event = field(default_factory=asyncio.Event)
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
     last_used: float = field(default_factory=time.monotonic)
-    waiting: int = 0  # readers waiting for the next event
-
-    def notify(self) -> None:
-        changed, self.changed = self.changed, asyncio.Event()
-        changed.set()
 
     def add(self, entries: Sequence[tuple[str, str]], events: Sequence[AnyStreamEvent] | None = None) -> None:
         """Add `(entry id, JSON)` entries past the mirror's end (ones it holds already are skipped)."""
@@ -293,27 +284,12 @@ class RedisEventBus:
             raise ValueError(f"limit must be at least 1, got {limit!r}")
         mirror = await self._mirror(run_id)
         start = max(after + 1, 0)
-        if start >= len(mirror.events) and not mirror.closed:
-            if wait is not None and wait <= 0:
+        try:
+            if not await mirror.wait_past(start, wait):
                 return EventBatch()
-            mirror.waiting += 1
-            try:
-                async with asyncio.timeout(wait):
-                    while start >= len(mirror.events) and not mirror.closed:
-                        await mirror.changed.wait()
-            except TimeoutError:
-                return EventBatch()
-            finally:
-                mirror.waiting -= 1
-                mirror.last_used = time.monotonic()
-        end = min(start + limit, len(mirror.events))
-        closed = mirror.closed and end >= len(mirror.events)
-        return EventBatch(
-            events=mirror.events[start:end],
-            lines=mirror.lines[start:end],
-            frames=mirror.frames[start:end],
-            closed=closed,
-        )
+        finally:
+            mirror.last_used = time.monotonic()
+        return mirror.batch(start, limit)
 
     async def _mirror(self, run_id: str) -> _Mirror:
         self._sweep()
