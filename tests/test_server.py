@@ -335,6 +335,35 @@ async def test_bad_bodies_are_422_naming_the_field(body: bytes, field: str, mess
     }
 
 
+async def test_text_that_is_not_valid_unicode_is_422_and_breaks_nothing_later() -> None:
+    """JSON may carry `\\ud800` (a lone surrogate): refused where it comes in, repaired where it goes out."""
+    async with client(create_app(Script(["half \ud800 answer"]).agent())) as http:
+        bad = [
+            b'{"prompt": "hi \\ud800"}',
+            b'{"prompt": "hi", "model": "x\\udfff"}',
+            b'{"prompt": "hi", "message_history": [{"kind": "request", "parts": [{"part_kind": "user-prompt", '
+            b'"content": "a\\ud800"}]}]}',
+        ]
+        answers = [await http.post("/runs", content=body, headers={"content-type": "application/json"}) for body in bad]
+        assert [(a.status_code, error(a)["field"], error(a)["message"]) for a in answers] == [
+            (422, "prompt", "prompt: contains text that is not valid Unicode (a lone surrogate)"),
+            (422, "model", "model: contains text that is not valid Unicode (a lone surrogate)"),
+            (
+                422,
+                "message_history",
+                "message_history: contains text that is not valid Unicode (a lone surrogate) (at 0.parts.0.content)",
+            ),
+        ]
+        # A model (or a tool) that produces such text: the run, its stream and the run list keep working.
+        run_id = await start(http)
+        events = await all_events(http, run_id)
+        assert answer_text(events) == "half \ufffd answer"
+        info = await http.get(f"/runs/{run_id}")
+        listed = await http.get("/runs")
+    assert info.status_code == 200 and info.json()["output"] == "half \ud800 answer"
+    assert listed.status_code == 200 and [r["run_id"] for r in listed.json()["runs"]] == [run_id]
+
+
 async def test_bad_history_model_and_resume_point_are_422_naming_the_field() -> None:
     async with client(create_app(Script(["x"]).agent())) as http:
         history = await http.post("/runs", json={"prompt": "x", "message_history": [{"kind": "request"}]})

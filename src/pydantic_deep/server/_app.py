@@ -6,12 +6,14 @@ The routes live in routers by concern (`_routes_runs`, `_routes_chat`, `_routes_
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import AsyncGenerator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.responses import JSONResponse
 from pydantic_ai.agent import AbstractAgent
 from pydantic_ai.models import Model
 
@@ -162,6 +164,7 @@ def create_app(
         docs_url=None,
         redoc_url=None,
         lifespan=lifespan,
+        default_response_class=_JSONResponse,
     )
     app.state.deep = context
     app.openapi = _streaming_openapi(app.openapi)
@@ -171,6 +174,17 @@ def create_app(
     for module in (_routes_page, _routes_runs, _routes_chat, _routes_protocols):
         app.include_router(module.router)
     return app
+
+
+class _JSONResponse(JSONResponse):
+    """JSON that never fails on text that is not valid Unicode: such text (a lone surrogate in a tool's
+    output, say) is sent as a JSON `\\u` escape instead of making the answer a 500."""
+
+    def render(self, content: Any) -> bytes:
+        try:
+            return super().render(content)
+        except UnicodeEncodeError:
+            return json.dumps(content, allow_nan=False, separators=(",", ":")).encode("ascii")
 
 
 def bus_from_url(url: str | None, *, prefix: str | None = None) -> EventBus:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from pydantic import BaseModel, Field, field_validator
 from pydantic_core import PydanticCustomError
 
 __all__ = ("RunCreated", "RunInfo", "RunList", "RunRequest", "RunStatusName", "RunSummary", "RunUsageInfo")
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 RunStatusName = Literal["running", "succeeded", "failed", "cancelled"]
 
@@ -35,6 +38,42 @@ class RunRequest(BaseModel):
         if not value.strip():
             raise PydanticCustomError("empty_prompt", "must not be empty")
         return value
+
+    @field_validator("prompt", "message_history", "model")
+    @classmethod
+    def _valid_text(cls, value: Any) -> Any:
+        require_valid_text(value)
+        return value
+
+
+def require_valid_text(value: Any) -> None:
+    """Refuse text that cannot be encoded as UTF-8 (JSON's `\\ud800` escapes decode to lone surrogates).
+
+    Such text could be read but never written back: every answer that echoed it would fail.
+    """
+    where = _invalid_text_at(value)
+    if where is not None:
+        inside = f" (at {where})" if where else ""
+        raise PydanticCustomError(
+            "invalid_text", "contains text that is not valid Unicode (a lone surrogate){inside}", {"inside": inside}
+        )
+
+
+def _invalid_text_at(value: Any, path: str = "") -> str | None:
+    if isinstance(value, str):
+        return None if value.isascii() or not _SURROGATE.search(value) else path
+    if isinstance(value, dict):
+        for key, item in cast("dict[Any, Any]", value).items():
+            found = _invalid_text_at(key, path) if isinstance(key, str) else None
+            found = found if found is not None else _invalid_text_at(item, f"{path}.{key}" if path else str(key))
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for index, item in enumerate(cast("list[Any]", value)):
+            found = _invalid_text_at(item, f"{path}.{index}" if path else str(index))
+            if found is not None:
+                return found
+    return None
 
 
 class RunCreated(BaseModel):

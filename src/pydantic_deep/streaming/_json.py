@@ -6,6 +6,7 @@ Built on first use, so importing the event model does not import Pydantic.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, cast
 
@@ -62,7 +63,13 @@ class Wire:
             "depth": event.depth,
         }
         encoder = self.encoders[event.event_type]
-        return encoder.dump_json(wire, fallback=_json_fallback, warnings=False).decode()
+        try:
+            return encoder.dump_json(wire, fallback=_json_fallback, warnings=False).decode()
+        except ValueError:  # pydantic_core's PydanticSerializationError
+            # Text that is not valid Unicode (a lone surrogate from a tool reading undecodable bytes, say):
+            # send it with U+FFFD in its place rather than break every reader of the run.
+            wire["data"] = _valid_text(event.data)
+            return encoder.dump_json(wire, fallback=_json_fallback, warnings=False).decode()
 
     def decode_json(self, text: str | bytes) -> AnyStreamEvent:
         from pydantic import ValidationError
@@ -140,6 +147,20 @@ def _describe(exc: ValidationError) -> str:
 
 
 _EVENT_TYPE_VALUES = frozenset(t.value for t in StreamEventType)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _valid_text(value: Any) -> Any:
+    """`value` with every string that cannot be encoded as UTF-8 repaired (U+FFFD for each lone surrogate)."""
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, Mapping):
+        return {_valid_text(k): _valid_text(v) for k, v in cast("Mapping[Any, Any]", value).items()}
+    if isinstance(value, list | tuple):
+        return [_valid_text(item) for item in cast("list[Any]", value)]
+    return value
 
 
 def _json_fallback(value: object) -> object:
