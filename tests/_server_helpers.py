@@ -24,6 +24,8 @@ from pydantic_ai.messages import ModelMessage
 from pydantic_ai.models.function import AgentInfo, DeltaToolCall, DeltaToolCalls, FunctionModel
 
 from pydantic_deep import DeepAgentDeps, create_deep_agent
+from pydantic_deep.bus import sse_event_name
+from pydantic_deep.streaming import StreamEventType
 
 
 @dataclass
@@ -142,7 +144,7 @@ def events_of(messages: Sequence[SseMessage]) -> list[dict[str, Any]]:
     for message in messages:
         event = message.json()
         assert message.id == str(event["seq"])
-        assert message.event == event["event_type"]
+        assert message.event == sse_event_name(StreamEventType(event["event_type"]))
         events.append(event)
     return events
 
@@ -156,7 +158,7 @@ async def client(app: FastAPI, **headers: str) -> AsyncIterator[httpx.AsyncClien
     """An httpx client on the app in process, with the app's lifespan entered (and left: runs are stopped)."""
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver", headers=headers) as http:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost", headers=headers) as http:
             yield http
 
 

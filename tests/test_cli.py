@@ -413,6 +413,9 @@ def test_bad_input_is_one_line_and_exit_2(args: list[str], message: str) -> None
         (["serve", "--max-runs", "0"], "Invalid value for '--max-runs' (env var: 'PYDANTIC_DEEP_MAX_RUNS')"),
         (["serve", "--run-timeout", "0"], "run_timeout must be a positive number of seconds or None, got 0.0"),
         (["serve", "--idle-timeout", "-1"], "idle_timeout must be a positive number of seconds or None"),
+        (["serve", "--token", " "], "the token is blank: give a secret (--token or PYDANTIC_DEEP_TOKEN)"),
+        (["serve", "--cors-origin", "*"], "cors origin '*' lets any web page call this server: it needs a token"),
+        (["serve", "--cors-origin", "localhost:3000"], "cors origin 'localhost:3000' is not an origin"),
         (["frobnicate"], "No such command 'frobnicate'."),
     ],
 )
@@ -442,6 +445,7 @@ def test_serve_reads_every_setting_from_the_environment(monkeypatch: pytest.Monk
         "BUS_PREFIX": "fleet-a:", "MAX_RUNS": "5", "RUN_TIMEOUT": "60", "IDLE_TIMEOUT": "20",
         "DRAIN_TIMEOUT": "7", "RETENTION": "30", "MAX_RETAINED_RUNS": "9", "MAX_PROMPT_CHARS": "99",
         "MAX_REQUEST_BYTES": "1000", "KEEPALIVE": "3", "LEASE": "4", "FLUSH_INTERVAL": "0",
+        "CORS_ORIGINS": "http://localhost:3000,https://app.example.com", "ALLOWED_HOSTS": "a.example b.example",
     }  # fmt: skip
     for name, value in settings.items():
         monkeypatch.setenv(f"PYDANTIC_DEEP_{name}", value)
@@ -454,6 +458,7 @@ def test_serve_reads_every_setting_from_the_environment(monkeypatch: pytest.Monk
             bus_prefix="fleet-a:", max_runs=5, run_timeout=60.0, idle_timeout=20.0, drain_timeout=7.0,
             retention_seconds=30.0, max_retained_runs=9, max_prompt_chars=99, max_request_bytes=1000,
             keepalive_seconds=3.0, lease_seconds=4.0, flush_interval=0.0,
+            cors_origins=["http://localhost:3000", "https://app.example.com"], allowed_hosts=["a.example", "b.example"],
         )
     ]  # fmt: skip
 

@@ -298,7 +298,7 @@ async def test_chat_reports_a_failure_as_an_error_event_before_done() -> None:
     script = Script(["so far"], fail_with="boom")
     async with client(create_app(script.agent(retries=0))) as http:
         messages = parse_sse((await http.get("/chat", params={"prompt": "hi"})).text)
-    assert [m.event for m in messages] == ["run", "message", "error", "done"]
+    assert [m.event for m in messages] == ["run", "message", "run_error", "done"]
     assert messages[2].json() == {"error": "boom", "exception_type": "RuntimeError"}
     assert messages[3].json()["status"] == "failed"
 
@@ -467,7 +467,7 @@ async def test_unexpected_failures_are_500_json_without_a_traceback() -> None:
     app = create_app(Script(["x"]).agent(), bus=BrokenBus())
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as http:
             response = await http.post("/runs", json={"prompt": "x"})
             listed = await http.get("/runs")
     assert response.status_code == 500
@@ -604,8 +604,14 @@ def test_listening_beyond_loopback_needs_a_token(monkeypatch: pytest.MonkeyPatch
     )
     check_bind("0.0.0.0", TOKEN)
     check_bind("127.0.0.1", None)
-    with pytest.raises(ValueError, match="token must not be empty"):
+    blank = "the token is blank: give a secret (--token or PYDANTIC_DEEP_TOKEN), or no token at all"
+    with pytest.raises(ValueError) as refused:
         create_app(Script(["x"]).agent(), token="  ")
+    assert str(refused.value) == blank
+    monkeypatch.setenv("PYDANTIC_DEEP_TOKEN", " \t")
+    with pytest.raises(ValueError) as refused:
+        create_app(Script(["x"]).agent())
+    assert str(refused.value) == blank
 
 
 # ---- the page and the schema ---------------------------------------------------------------------------

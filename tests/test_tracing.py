@@ -401,7 +401,7 @@ async def test_runs_started_through_the_server_are_traced_under_their_run_ids() 
     run_ids: list[str] = []
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
             for prompt in ("Plan a picnic", "Plan a party"):
                 run_id = (await client.post("/runs", json={"prompt": prompt})).json()["run_id"]
                 stream = await client.get(f"/runs/{run_id}/events")

@@ -6,10 +6,20 @@ run's events to a bus and streams them to clients from it, which is what makes r
 """
 
 from ._memory import InMemoryEventBus
-from ._protocol import BusUnavailableError, EventBatch, EventBus, UnknownRunError, follow, sse_event_frame
+from ._protocol import (
+    SSE_ERROR_EVENT,
+    BusUnavailableError,
+    EventBatch,
+    EventBus,
+    UnknownRunError,
+    follow,
+    sse_event_frame,
+    sse_event_name,
+)
 from ._redis import RedisEventBus
 
 __all__ = (
+    "SSE_ERROR_EVENT",
     "BusUnavailableError",
     "EventBatch",
     "EventBus",
@@ -18,4 +28,5 @@ __all__ = (
     "UnknownRunError",
     "follow",
     "sse_event_frame",
+    "sse_event_name",
 )

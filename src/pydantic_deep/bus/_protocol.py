@@ -14,7 +14,16 @@ from typing import Protocol, runtime_checkable
 
 from ..streaming.types import AnyStreamEvent, StreamEventType
 
-__all__ = ("BusUnavailableError", "EventBatch", "EventBus", "UnknownRunError", "follow", "sse_event_frame")
+__all__ = (
+    "SSE_ERROR_EVENT",
+    "BusUnavailableError",
+    "EventBatch",
+    "EventBus",
+    "UnknownRunError",
+    "follow",
+    "sse_event_frame",
+    "sse_event_name",
+)
 
 
 class UnknownRunError(KeyError):
@@ -61,12 +70,25 @@ class EventBatch:
         return [sse_event_frame(event, line) for event, line in zip(self.events, self.json_lines(), strict=True)]
 
 
-def sse_event_frame(event: AnyStreamEvent, line: str) -> bytes:
-    """The SSE message for `event` whose JSON is `line`: `id: <seq>`, `event: <event_type>`, `data: <line>`.
+SSE_ERROR_EVENT = "run_error"
+"""The SSE event name of an `error` event: a message named `error` would fire the browser's own
+`EventSource.onerror` (meant for connection trouble) while the stream is still open."""
 
-    `line` is one line (`to_json` escapes every line break), so it goes in a single `data:` field.
+_SSE_NAMES = {event_type: event_type.value for event_type in StreamEventType} | {StreamEventType.ERROR: SSE_ERROR_EVENT}
+
+
+def sse_event_name(event_type: StreamEventType) -> str:
+    """The SSE `event:` name for an event type: its value, except `run_error` for `error`."""
+    return _SSE_NAMES[event_type]
+
+
+def sse_event_frame(event: AnyStreamEvent, line: str) -> bytes:
+    """The SSE message for `event` whose JSON is `line`: `id: <seq>`, `event: <name>`, `data: <line>`.
+
+    The name is the event type (`sse_event_name`: `run_error` for `error`). `line` is one line
+    (`to_json` escapes every line break), so it goes in a single `data:` field.
     """
-    return f"id: {event.seq}\nevent: {event.event_type.value}\ndata: {line}\n\n".encode()
+    return f"id: {event.seq}\nevent: {_SSE_NAMES[event.event_type]}\ndata: {line}\n\n".encode()
 
 
 @runtime_checkable

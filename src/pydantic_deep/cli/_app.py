@@ -185,6 +185,22 @@ def serve(
             min=0,
         ),
     ] = 0.02,
+    cors_origin: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A web page origin (scheme://host[:port]) that may call the server; repeatable; * needs a token.",
+            envvar=_env("CORS_ORIGINS"),
+            show_default=False,
+        ),
+    ] = None,
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A host name clients may address the server by, besides loopback ones; repeat for more.",
+            envvar=_env("ALLOWED_HOSTS"),
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Serve agent runs over HTTP (SSE, WebSocket, AG-UI, Vercel AI) with a live dashboard page."""
     from ..server import ServeOptions
@@ -207,8 +223,15 @@ def serve(
         keepalive_seconds=keepalive,
         lease_seconds=lease,
         flush_interval=flush_interval,
+        cors_origins=_listed(cors_origin),
+        allowed_hosts=_listed(allowed_host) or None,
     )
     raise typer.Exit(serve_command(options))
+
+
+def _listed(values: list[str] | None) -> list[str]:
+    """Repeated options, each of which may also hold several values separated by commas (as env vars do)."""
+    return [item.strip() for value in values or () for item in value.split(",") if item.strip()]
 
 
 # --- run ---------------------------------------------------------------------------------------------
@@ -501,7 +524,9 @@ def serve_command(options: ServeOptions) -> int:
     try:
         from ..server import ServerConfigError, serve
     except ImportError as exc:
-        raise BadInput(f"the server needs its extra: pip install 'pydantic-deep[server]' ({exc})") from None
+        raise BadInput(
+            f"the server needs the project's server extra: uv sync --extra server in the clone ({exc})"
+        ) from None
     try:
         serve(options)
     except ServerConfigError as exc:

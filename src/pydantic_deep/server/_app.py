@@ -8,21 +8,23 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from pydantic_ai.agent import AbstractAgent
 from pydantic_ai.models import Model
+from starlette.middleware.cors import CORSMiddleware
 
 from ..bus import EventBus, InMemoryEventBus, RedisEventBus
 from ..deps import DeepAgentDeps
 from . import _routes_chat, _routes_page, _routes_protocols, _routes_runs
 from ._context import ServerContext
 from ._errors import install_error_handlers
-from ._guard import BodyLimit, RequireToken, TokenCheck
+from ._guard import BodyLimit, Doors, RequireToken, TokenCheck, redact_server_logs
 from ._runs import RunRegistry
 
 __all__ = ("TOKEN_ENV_VAR", "bus_from_url", "create_app")
@@ -50,6 +52,8 @@ def create_app(
     lease_seconds: float = 10.0,
     max_buffered_events: int = 10_000,
     flush_interval: float = 0.02,
+    cors_origins: Sequence[str] = (),
+    allowed_hosts: Sequence[str] | None = None,
 ) -> FastAPI:
     """Build the ASGI app: start runs over HTTP and stream their events to any number of clients.
 
@@ -66,7 +70,7 @@ def create_app(
         app = create_app(create_deep_agent(demo_model(delay=0)))
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
                 created = await client.post("/runs", json={"prompt": "Plan a picnic"})
                 run_id = created.json()["run_id"]
                 stream = await client.get(f"/runs/{run_id}/events")
@@ -89,13 +93,18 @@ def create_app(
     event, ends `failed`. `drain_timeout` is how long a shutdown lets running runs finish;
     `lease_seconds` how soon the fleet notices a dead process; `max_buffered_events` how many events a
     run may hold while the bus is away before it is stopped. A live stream writes at most once per
-    `flush_interval` seconds while events keep coming (0: once per event). See docs/server.md and
-    docs/scaling.md.
+    `flush_interval` seconds while events keep coming (0: once per event).
+
+    Browsers: pages on `cors_origins` (e.g. `http://localhost:3000`; `*` only with a token) may call
+    the server (CORS); a page on any other origin cannot start, cancel or follow runs over WebSocket.
+    Without a token, only requests addressed to a loopback name (`localhost`, `127.0.0.1`, `[::1]`)
+    or one of `allowed_hosts` are answered (421 otherwise: DNS rebinding); with a token, any host
+    unless `allowed_hosts` is given. See docs/server.md and docs/scaling.md.
     """
     if token is None:
         token = os.environ.get(TOKEN_ENV_VAR) or None
-    elif not token.strip():
-        raise ValueError("token must not be empty: pass None for no token")
+    if token is not None and not token.strip():
+        raise ValueError(f"the token is blank: give a secret (--token or {TOKEN_ENV_VAR}), or no token at all")
     for name, value in (
         ("max_prompt_chars", max_prompt_chars),
         ("max_request_bytes", max_request_bytes),
@@ -112,6 +121,7 @@ def create_app(
         raise ValueError(
             "drain_timeout and flush_interval must be >= 0, lease_seconds > 0 and max_buffered_events >= 1"
         )
+    cors_origins = _check_origins(cors_origins, token=token)
     if agent is None:
         from ..agent import create_deep_agent
 
@@ -144,6 +154,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncGenerator[None]:
+        redact_server_logs()  # a token sent as ?token= never reaches the access log
         await context.runs.open()
         try:
             yield
@@ -169,8 +180,19 @@ def create_app(
     app.state.deep = context
     app.openapi = _streaming_openapi(app.openapi)
     install_error_handlers(app)
+    # Outermost last: the host and origin checks, then CORS (preflights carry no token), then the token.
     app.add_middleware(BodyLimit, max_bytes=max_request_bytes)
     app.add_middleware(RequireToken, check=context.check)
+    if cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=cors_origins,
+            allow_methods=["GET", "POST", "HEAD", "OPTIONS"],
+            allow_headers=["*"],
+            expose_headers=["Location", "Retry-After", "x-vercel-ai-ui-message-stream"],
+            max_age=600,
+        )
+    app.add_middleware(Doors, allowed_hosts=allowed_hosts, allowed_origins=cors_origins, open_host=token is not None)
     for module in (_routes_page, _routes_runs, _routes_chat, _routes_protocols):
         app.include_router(module.router)
     return app
@@ -185,6 +207,22 @@ class _JSONResponse(JSONResponse):
             return super().render(content)
         except UnicodeEncodeError:
             return json.dumps(content, allow_nan=False, separators=(",", ":")).encode("ascii")
+
+
+def _check_origins(origins: Sequence[str], *, token: str | None) -> list[str]:
+    """Origins as `scheme://host[:port]`; `*` (any page on the web) only when a token guards the server."""
+    checked: list[str] = []
+    for origin in origins:
+        origin = origin.strip().rstrip("/")
+        if origin == "*":
+            if token is None:
+                raise ValueError("cors origin '*' lets any web page call this server: it needs a token")
+        else:
+            parts = urlsplit(origin)
+            if parts.scheme not in ("http", "https") or not parts.netloc or parts.path or parts.query:
+                raise ValueError(f"cors origin {origin!r} is not an origin: use scheme://host[:port]")
+        checked.append(origin)
+    return checked
 
 
 def bus_from_url(url: str | None, *, prefix: str | None = None) -> EventBus:

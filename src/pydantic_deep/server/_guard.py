@@ -1,7 +1,10 @@
-"""Access control and request limits, as two small ASGI middlewares and a WebSocket check.
+"""Access control and request limits, as small ASGI middlewares and a WebSocket check.
 
-With a token, every HTTP request but `GET /` (the dashboard page) must carry `Authorization: Bearer
-<token>`; a WebSocket presents it as the `token` query parameter or the subprotocol `bearer.<token>`.
+`Doors` admits browsers by origin: a `Host` that is not this server's (DNS rebinding) gets 421, and a
+state-changing request, `GET /chat` or a WebSocket handshake from another origin gets 403 unless that
+origin was allowed (for CORS). With a token, every HTTP request but `GET /` (the dashboard page) must
+carry `Authorization: Bearer <token>`; a WebSocket presents it the same way, or as the subprotocol
+`bearer.<token>` (browsers cannot set headers on a WebSocket), or as the `token` query parameter.
 Tokens are compared as SHA-256 digests with `hmac.compare_digest`: constant time, whatever their length.
 """
 
@@ -9,7 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Sequence
+import ipaddress
+import logging
+import re
+from collections.abc import Collection, Sequence
+from urllib.parse import urlsplit
 
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
@@ -17,7 +24,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ._errors import error_response
 
-__all__ = ("SUBPROTOCOL", "BodyLimit", "RequireToken", "TokenCheck")
+__all__ = (
+    "SUBPROTOCOL",
+    "BodyLimit",
+    "Doors",
+    "RedactSecrets",
+    "RequireToken",
+    "TokenCheck",
+    "is_loopback_name",
+    "redact_server_logs",
+)
 
 SUBPROTOCOL = "pydantic-deep"
 """The WebSocket subprotocol the server selects when the client offers it (next to `bearer.<token>`)."""
@@ -48,11 +64,15 @@ class TokenCheck:
         scheme, _, credentials = (authorization or "").partition(" ")
         return scheme.lower() == "bearer" and self.accepts(credentials.strip())
 
-    def websocket(self, query_token: str | None, offered: Sequence[str]) -> tuple[bool, str | None]:
+    def websocket(
+        self, query_token: str | None, offered: Sequence[str], authorization: str | None = None
+    ) -> tuple[bool, str | None]:
         """`(allowed, subprotocol to select)` for a WebSocket handshake."""
         bearer = next((p for p in offered if p.lower().startswith(_BEARER_PREFIX)), None)
         selected = SUBPROTOCOL if SUBPROTOCOL in offered else bearer
         if self._digest is None:
+            return True, selected
+        if authorization is not None and self.accepts_header(authorization):
             return True, selected
         if query_token is not None and self.accepts(query_token):
             return True, selected
@@ -115,3 +135,122 @@ class BodyLimit:
 
     def _message(self) -> str:
         return f"the request body is over this server's limit of {self.max_bytes} bytes"
+
+
+def is_loopback_name(host: str) -> bool:
+    """Whether a host name (no port) can only mean this machine: `localhost`, `*.localhost`, 127.0.0.0/8, `::1`."""
+    name = host.strip().strip("[]").lower().rstrip(".")
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def _host_name(host: str) -> str:
+    """`example.com:8000` → `example.com`; `[::1]:8000` → `::1`."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1 : host.find("]")] if "]" in host else host
+    return host.rpartition(":")[0] if host.count(":") == 1 else host
+
+
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_CROSS_SITE = frozenset({"cross-site", "same-site"})
+
+
+class Doors:
+    """Refuses requests aimed at this server under another name, and browser requests from other origins.
+
+    - `Host`: with `allowed_hosts=None`, any host when `open_host` (a token guards the server), else only
+      loopback names; otherwise loopback names and `allowed_hosts` (`*` for any). Others get 421.
+    - Origin: a request that changes something (any method but GET/HEAD/OPTIONS), `GET /chat` (it starts
+      a run) and every WebSocket handshake are refused with 403 when they come from a page on an origin
+      other than this server's own and not in `allowed_origins` (`*`: any). A request with no `Origin`
+      but `Sec-Fetch-Site: cross-site` (an `<img>` or `<form>` on another site) is refused the same way.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        allowed_hosts: Collection[str] | None,
+        allowed_origins: Collection[str],
+        open_host: bool,
+    ) -> None:
+        self.app = app
+        hosts = None if allowed_hosts is None else {_host_name(h) for h in allowed_hosts}
+        self.any_host = "*" in hosts if hosts is not None else open_host
+        self.hosts = frozenset(hosts or ())
+        self.any_origin = "*" in allowed_origins
+        self.origins = frozenset(o.rstrip("/").lower() for o in allowed_origins)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        host = headers.get("host")
+        refusal: tuple[int, str, str] | None = None
+        if host is not None and not self.any_host and not self._host_allowed(_host_name(host)):
+            refusal = (
+                421,
+                "misdirected_request",
+                "this server does not answer to that host name; allow it with --allowed-host",
+            )
+        elif self._guarded(scope) and not self._origin_allowed(headers, host):
+            message = "requests from this origin are not allowed; allow it with --cors-origin"
+            refusal = (403, "forbidden_origin", message)
+        if refusal is None:
+            await self.app(scope, receive, send)
+        elif scope["type"] == "websocket":  # closing before accepting: the handshake is answered 403
+            await send({"type": "websocket.close", "code": 1008, "reason": refusal[2]})
+        else:
+            await error_response(*refusal)(scope, receive, send)
+
+    def _host_allowed(self, name: str) -> bool:
+        return is_loopback_name(name) or name in self.hosts
+
+    @staticmethod
+    def _guarded(scope: Scope) -> bool:
+        if scope["type"] == "websocket":
+            return True
+        return scope["method"] not in _SAFE_METHODS or scope["path"] == "/chat"
+
+    def _origin_allowed(self, headers: Headers, host: str | None) -> bool:
+        origin = headers.get("origin")
+        if origin is None:
+            return headers.get("sec-fetch-site", "") not in _CROSS_SITE or self.any_origin
+        origin = origin.strip().rstrip("/").lower()
+        if self.any_origin or origin in self.origins:
+            return True
+        if origin == "null":  # sandboxed frames, file:// pages
+            return False
+        return host is not None and urlsplit(origin).netloc == host.strip().lower()
+
+
+_SECRET_PARAMETER = re.compile(r"(?i)([?&](?:token|access_token|api_key|apikey|key|secret|password)=)[^&\s\"]*")
+
+
+class RedactSecrets(logging.Filter):
+    """Blanks secret query parameters (`?token=...`) in log lines, e.g. uvicorn's access log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any(isinstance(a, str) and "=" in a for a in record.args):
+            record.args = tuple(_redact(a) if isinstance(a, str) else a for a in record.args)
+        if isinstance(record.msg, str) and "=" in record.msg:
+            record.msg = _redact(record.msg)
+        return True
+
+
+def _redact(text: str) -> str:
+    return _SECRET_PARAMETER.sub(r"\1[redacted]", text)
+
+
+def redact_server_logs() -> None:
+    """Put `RedactSecrets` on uvicorn's loggers (its access log, and the one that logs WebSocket paths); once."""
+    for name in ("uvicorn.access", "uvicorn.error"):
+        target = logging.getLogger(name)
+        if not any(isinstance(f, RedactSecrets) for f in target.filters):
+            target.addFilter(RedactSecrets())

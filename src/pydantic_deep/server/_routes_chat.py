@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import Response
 
-from ..bus import EventBatch
+from ..bus import SSE_ERROR_EVENT, EventBatch
 from ..streaming import AnyStreamEvent, StreamEventType
 from ._context import Context, json_text, open_log, parse_resume_point
 from ._docs import SSE_ANSWERS, json_errors
@@ -34,7 +34,8 @@ async def chat(
     """A text-only stream for `new EventSource("/chat?prompt=...")`.
 
     Messages: `event: run` with `{"run_id"}` first; then the answer as plain `message` events whose data is
-    a JSON string (so newlines survive); `event: error` with `{"error", "exception_type"}` if the run fails;
+    a JSON string (so newlines survive); `event: run_error` with `{"error", "exception_type"}` if the run fails
+    (not `error`, which would fire the browser's `onerror`);
     and last `event: done` with `{"run_id", "success", "status", "output"}`. Every message's id is
     `<run_id>:<seq>`, so when the browser reconnects with `Last-Event-ID` the same run resumes instead of a
     new one starting, and once it has finished the answer is 204, which tells `EventSource` to stop.
@@ -76,7 +77,7 @@ def _chat_frame(run_id: str, event: AnyStreamEvent) -> bytes:
         case StreamEventType.LLM_CHUNK:
             return sse_frame(json_text(event.data["text"]), id=event_id)
         case StreamEventType.ERROR:
-            return sse_frame(json_text(event.data), event="error", id=event_id)
+            return sse_frame(json_text(event.data), event=SSE_ERROR_EVENT, id=event_id)
         case StreamEventType.AGENT_END if is_last(event):
             data = event.data
             done = {"run_id": run_id, "success": data["success"], "status": data["status"], "output": data["output"]}

@@ -105,10 +105,14 @@ def _event_frames(batch: EventBatch) -> bytes:
 async def run_websocket(websocket: WebSocket, run_id: str, context: Context) -> None:
     """The same events as JSON text frames; resume with `?last_event_id=N`."""
     params = websocket.query_params
-    allowed, subprotocol = context.check.websocket(params.get("token"), websocket.scope.get("subprotocols") or [])
+    allowed, subprotocol = context.check.websocket(
+        params.get("token"), websocket.scope.get("subprotocols") or [], websocket.headers.get("authorization")
+    )
     await websocket.accept(subprotocol=subprotocol)
     if not allowed:
-        await websocket.close(4401, "unauthorized: pass ?token=<token> or the subprotocol bearer.<token>")
+        await websocket.close(
+            4401, "unauthorized: send Authorization: Bearer <token>, the subprotocol bearer.<token> or ?token=<token>"
+        )
         return
     try:
         after = parse_resume_point(params.get("last_event_id"), field="last_event_id")

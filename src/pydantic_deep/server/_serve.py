@@ -15,7 +15,7 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
@@ -79,6 +79,10 @@ class ServeOptions:
     keepalive_seconds: float = 15.0
     lease_seconds: float = 10.0
     flush_interval: float = 0.02
+    cors_origins: Sequence[str] = ()
+    """Web page origins allowed to call the server (CORS), e.g. `http://localhost:3000`; `*` needs a token."""
+    allowed_hosts: Sequence[str] | None = None
+    """Host names the server answers to besides loopback ones (without a token: only those)."""
     log_level: str = "info"
 
 
@@ -115,6 +119,8 @@ def serve(options: ServeOptions | None = None, **settings: Any) -> None:
             keepalive_seconds=options.keepalive_seconds,
             lease_seconds=options.lease_seconds,
             flush_interval=options.flush_interval,
+            cors_origins=options.cors_origins,
+            allowed_hosts=options.allowed_hosts,
         )
     except ValueError as exc:
         raise ServerConfigError(str(exc)) from None
