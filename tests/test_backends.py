@@ -404,6 +404,32 @@ async def test_links_that_stay_inside_the_root_work(confined: tuple[FilesystemBa
         await backend.remove(f"{root}/sub/..")
     with pytest.raises(OSError):
         await workspace.read_bytes("loop")
+    assert await workspace.stat("loop") == FileEntry(name="loop", path=str(root / "loop"), is_dir=False, size=None)
+
+
+async def test_a_symlink_loop_is_one_entry_of_a_listing_not_its_failure(tmp_path: Path) -> None:
+    from pydantic_deep import DeepAgentDeps, create_deep_agent
+
+    (tmp_path / "loop").symlink_to("loop")
+    (tmp_path / "ping").symlink_to("pong")
+    (tmp_path / "pong").symlink_to("ping")
+    (tmp_path / "notes.txt").write_text("hi")
+    returned: list[str] = []
+
+    async def model(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        results = [str(p.content) for p in messages[-1].parts if isinstance(p, ToolReturnPart)]
+        if results:
+            returned.extend(results)
+            return ModelResponse(parts=[TextPart("done")])
+        calls = [ToolCallPart("list_directory", {"path": "."}), ToolCallPart("read_file", {"path": "loop"})]
+        return ModelResponse(parts=calls)
+
+    agent = create_deep_agent(FunctionModel(model), planning=False)
+    await agent.run("list", deps=DeepAgentDeps(backend=FilesystemBackend(tmp_path)))
+    assert returned == [
+        "loop  (size unknown)\nnotes.txt  (2 bytes)\nping  (size unknown)\npong  (size unknown)",
+        "The path resolves through a symlink loop.",
+    ]
 
 
 async def test_realpath_resolves_like_the_kernel(tmp_path: Path) -> None:

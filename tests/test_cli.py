@@ -132,8 +132,16 @@ def test_json_prints_one_event_per_line_in_contract_order() -> None:
         "file_change",
         "tool_end:write_file",
         "progress",
+        "tool_start:update_task_statuses",
+        *["plan_update"] * 5,  # notes: updated, status_changed, completed; read: updated, status_changed
+        "tool_end:update_task_statuses",
+        "progress",
         "tool_start:read_file",
         "tool_end:read_file",
+        "progress",
+        "tool_start:update_task_statuses",
+        *["plan_update"] * 6,  # read and answer: updated, status_changed, completed each
+        "tool_end:update_task_statuses",
         "llm_chunk",
         "progress",
         "agent_end",
@@ -155,7 +163,7 @@ def test_log_then_replay_instant_reproduces_the_run(tmp_path: Path) -> None:
     assert answer in run.stdout
     lines = run.stdout.splitlines()
     assert lines[:2] == [f"❯ {PROMPT}", "  assistant · function:pydantic-deep-demo"]
-    assert lines[-1].startswith("✔ succeeded · 4 steps · ")
+    assert lines[-1].startswith("✔ succeeded · 6 steps · ")
 
     replay = cli("replay", log, "--instant")
     assert (replay.returncode, replay.stderr) == (0, "")
@@ -170,7 +178,7 @@ def test_paced_replay_prints_the_same_lines(recorded_log: Path, capsys: pytest.C
         main(["replay", str(recorded_log), "--speed", "1000"])  # recorded pace, sped up
     assert (instant.value.code, paced.value.code) == (0, 0)
     assert capsys.readouterr().out == at_once
-    assert at_once.splitlines()[-1].startswith("✔ succeeded · 4 steps · ")
+    assert at_once.splitlines()[-1].startswith("✔ succeeded · 6 steps · ")
 
 
 def test_log_appends_and_replay_shows_each_run(recorded_log: Path, tmp_path: Path) -> None:
@@ -371,6 +379,49 @@ def test_replay_rejects_a_file_that_is_not_an_event_log(tmp_path: Path) -> None:
         f"pydantic-deep: error: {str(notes)!r} is not a pydantic-deep event log "
         "(line 1: not a StreamEvent: not JSON (expected value at line 1 column 1))\n"
     )
+
+
+def test_replay_refuses_deep_nesting_and_endless_lines(
+    recorded_log: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    nested = tmp_path / "nested.jsonl"
+    nested.write_text("[" * 100_000 + "]" * 100_000 + "\n" + recorded_log.read_text())
+    answers: list[tuple[object, str]] = []
+    for path in (nested, Path("/dev/zero")):  # /dev/zero: no line break, ever
+        with pytest.raises(SystemExit) as exit_info:
+            main(["replay", str(path), "--instant"])
+        answers.append((exit_info.value.code, capsys.readouterr().err))
+    assert answers == [
+        (
+            2,
+            f"pydantic-deep: error: {str(nested)!r} is not a pydantic-deep event log "
+            "(line 1: not a StreamEvent: not JSON (recursion limit exceeded at line 1 column 202))\n",
+        ),
+        (
+            2,
+            "pydantic-deep: error: '/dev/zero' is not a pydantic-deep event log (line 1 is longer than 32 MiB)\n",
+        ),
+    ]
+
+
+def test_replay_shortens_long_gaps(recorded_log: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A timestamp far in the future (or a long quiet spell) is a pause of at most MAX_REPLAY_GAP."""
+    import pydantic_deep.cli._app as cli_app
+
+    pauses: list[float] = []
+
+    async def record(seconds: float) -> None:
+        pauses.append(seconds)
+
+    events = read_event_log(recorded_log).events
+    events[-1].timestamp = events[-1].timestamp.replace(year=9999)
+    far = tmp_path / "far.jsonl"
+    far.write_text("".join(event.to_json() + "\n" for event in events))
+    monkeypatch.setattr(cli_app.asyncio, "sleep", record)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["replay", str(far)])
+    assert exit_info.value.code == 0
+    assert max(pauses) == cli_app.MAX_REPLAY_GAP == 5.0
 
 
 # --- bad input: exit 2, one line on stderr, no traceback -------------------------------------------

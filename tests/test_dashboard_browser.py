@@ -29,6 +29,8 @@ DEMO_DELAY = 0.05
 
 pytestmark = BROWSER_MARKS
 
+DEMO_TOOLS = ["write_plan", "write_file", "update_task_statuses", "read_file", "update_task_statuses"]
+
 
 def read_run_events(base: str, run_id: str, headers: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """Every event of a finished run, as the SSE endpoint replays it to a client that starts from scratch."""
@@ -92,9 +94,9 @@ def test_dashboard_streams_a_demo_run_and_resumes_after_a_dropped_connection(bro
         # The tool timeline: every call in order, each with its measured duration.
         tool_ends = [event["data"] for event in events if event["event_type"] == "tool_end"]
         calls = page.get_by_test_id("tool-call")
-        expect(calls).to_have_count(3)
-        assert calls.get_by_test_id("tool-name").all_text_contents() == ["write_plan", "write_file", "read_file"]
-        assert [end["tool_name"] for end in tool_ends] == ["write_plan", "write_file", "read_file"]
+        expect(calls).to_have_count(5)
+        assert calls.get_by_test_id("tool-name").all_text_contents() == DEMO_TOOLS
+        assert [end["tool_name"] for end in tool_ends] == DEMO_TOOLS
         for index, end in enumerate(tool_ends):
             call = calls.nth(index)
             assert call.get_attribute("data-status") == "ok"
@@ -124,7 +126,7 @@ def test_dashboard_streams_a_demo_run_and_resumes_after_a_dropped_connection(bro
         assert events[-1]["event_type"] == "agent_end"
         assert page.get_by_test_id("stat-steps").get_attribute("data-value") == str(end["total_iterations"])
         assert page.get_by_test_id("stat-tokens").get_attribute("data-value") == str(end["total_tokens"])
-        assert page.get_by_test_id("stat-tools").text_content() == "3"
+        assert page.get_by_test_id("stat-tools").text_content() == "5"
         expect(page.get_by_test_id("error")).to_have_count(0)
 
         # The recent-runs list knows the run.

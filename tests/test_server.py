@@ -249,7 +249,9 @@ async def test_default_agent_is_the_deep_agent_on_the_configured_model(monkeypat
     assert [e["data"]["tool_name"] for e in events if e["event_type"] == "tool_start"] == [
         "write_plan",
         "write_file",
+        "update_task_statuses",
         "read_file",
+        "update_task_statuses",
     ]
     assert "plan_update" in kinds and "file_change" in kinds
     assert events[-1]["data"]["status"] == "succeeded"
@@ -506,6 +508,20 @@ async def test_finished_runs_beyond_the_retained_count_are_dropped_with_their_lo
         assert len(bus) == 2
     assert [r["prompt"] for r in listed] == ["three", "two"]
     assert dropped.status_code == 404 and dropped_events.status_code == 404 and kept.status_code == 200
+
+
+async def test_retention_holds_one_timer_however_many_runs_finish() -> None:
+    def timers() -> int:  # the event loop's scheduled callbacks (asyncio keeps them in `_scheduled`)
+        return sum(not handle.cancelled() for handle in asyncio.get_running_loop()._scheduled)  # type: ignore[attr-defined]
+
+    async with client(create_app(Script(["x"]).agent(), max_retained_runs=2)) as http:
+        counts = []
+        for runs in (3, 30):
+            for n in range(runs):
+                await all_events(http, await start(http, f"run {n}"))
+            counts.append(timers())
+        assert len((await http.get("/runs")).json()["runs"]) == 2
+    assert counts[0] == counts[1]
 
 
 class FollowedBus(InMemoryEventBus):

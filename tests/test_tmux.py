@@ -95,8 +95,8 @@ def test_live_view_draws_panels_while_running_and_leaves_the_full_view(pane: Pan
     # While the answer streams, the live region shows the panels and a running footer.
     live = pane.wait_for(lambda s: "╭─ Answer" in s and "running · step" in s, "the live view mid-answer")
     assert f"❯ {PROMPT}" in live
-    assert "╭─ Plan 0/3" in live and "Writing notes" in live
-    assert "╭─ Tools (3)" in live
+    assert "╭─ Plan 3/3" in live and "✔ Answer" in live  # the demo marks its steps done before answering
+    assert "╭─ Tools (5)" in live
     for line in (
         "✔ write_plan(items=[3 items])",
         "✔ write_file(path='notes-explain-why-streaming-matters-for.md'",
@@ -110,7 +110,7 @@ def test_live_view_draws_panels_while_running_and_leaves_the_full_view(pane: Pan
     assert final.count(f"❯ {PROMPT}") == 1
     assert final.count("╭─ Answer") == 1
     assert flat(read_event_log(log).events[-1].data["output"]) in flat(final)
-    assert pane.lines()[-1].startswith("✔ succeeded · 4 steps · ")
+    assert pane.lines()[-1].startswith("✔ succeeded · 6 steps · ")
     assert "Traceback" not in final
 
 
@@ -122,7 +122,7 @@ def test_ctrl_c_in_the_live_view_cancels_and_says_so(pane: Pane, tmp_path: Path)
     assert pane.exit_status() == 130
     final = pane.capture(history=True)
     assert final.count(f"❯ {PROMPT}") == 1
-    assert pane.lines()[-1].startswith("■ cancelled · 3 steps · ")
+    assert pane.lines()[-1].startswith("■ cancelled · 5 steps · ")
     assert pane.lines()[-1].endswith(" · interrupted (Ctrl-C)")
     assert read_event_log(log).events[-1].data["status"] == "cancelled"
 
@@ -139,6 +139,6 @@ def test_replay_plays_a_log_through_the_same_view(pane: Pane, tmp_path: Path) ->
     pane.start("replay", log, "--speed", "50", delay="0")
     assert pane.exit_status() == 0
     final = pane.capture(history=True)
-    for panel in (f"❯ {PROMPT}", "╭─ Plan 0/3", "╭─ Tools (3)", "╭─ Answer"):
+    for panel in (f"❯ {PROMPT}", "╭─ Plan 3/3", "╭─ Tools (5)", "╭─ Answer"):
         assert final.count(panel) == 1
-    assert pane.lines()[-1].startswith("✔ succeeded · 4 steps · ")
+    assert pane.lines()[-1].startswith("✔ succeeded · 6 steps · ")

@@ -421,7 +421,11 @@ async def test_runs_started_through_the_server_are_traced_under_their_run_ids() 
             ("model_request", "pydantic-deep-demo", "ok"),
             ("tool_call", "write_file", "ok"),
             ("model_request", "pydantic-deep-demo", "ok"),
+            ("tool_call", "update_task_statuses", "ok"),
+            ("model_request", "pydantic-deep-demo", "ok"),
             ("tool_call", "read_file", "ok"),
+            ("model_request", "pydantic-deep-demo", "ok"),
+            ("tool_call", "update_task_statuses", "ok"),
             ("model_request", "pydantic-deep-demo", "ok"),
         ]
 
@@ -879,17 +883,21 @@ async def test_the_guide_tracing_example_runs_unchanged(
     assert "demo model" in captured.out  # the streamed answer
     trace_lines = DURATION.sub("<t>", captured.err).splitlines()
     assert trace_lines[0] == "▶ run assistant  function:pydantic-deep-demo · 'Task'"
-    assert trace_lines[-1].startswith("✓ run assistant  <t> · ") and "4 requests, 3 tool calls" in trace_lines[-1]
+    assert trace_lines[-1].startswith("✓ run assistant  <t> · ") and "6 requests, 5 tool calls" in trace_lines[-1]
     assert [line.strip().split("  ")[0] for line in trace_lines if " tool " in line.strip().split("  ")[0]] == [
         "▶ tool write_plan",
         IsStr(regex=r"[✓✗] tool write_plan"),
         "▶ tool write_file",
         IsStr(regex=r"[✓✗] tool write_file"),
+        "▶ tool update_task_statuses",
+        IsStr(regex=r"[✓✗] tool update_task_statuses"),
         "▶ tool read_file",
         IsStr(regex=r"[✓✗] tool read_file"),
+        "▶ tool update_task_statuses",
+        IsStr(regex=r"[✓✗] tool update_task_statuses"),
     ]
     summary = namespace["trace_context"].summary()
-    assert (summary.runs, summary.model_requests, summary.tool_calls) == (1, 4, 3)
+    assert (summary.runs, summary.model_requests, summary.tool_calls) == (1, 6, 5)
 
 
 DOCSTRING_FENCE = re.compile(r"^ *```python\n(.*?)^ *```", re.DOTALL | re.MULTILINE)

@@ -119,7 +119,7 @@ def resolve_model(model: Model | str | None = None) -> Model:
     except ImportError as exc:
         raise ModelConfigError(
             f"cannot use model {name!r}: its client is not installed ({_first_line(exc)}); "
-            "install the matching extra, e.g. pip install 'pydantic-deep[anthropic]'"
+            "install this project's matching extra, e.g. uv sync --extra anthropic"
         ) from exc
     except Exception as exc:  # provider constructors raise their SDK's own errors, e.g. a missing API key
         raise ModelConfigError(f"cannot use model {name!r}: {_first_line(exc)}") from exc
@@ -146,6 +146,8 @@ def _first_line(exc: BaseException) -> str:
 def demo_model(*, delay: float | None = None) -> FunctionModel:
     """The offline demo model: plans, writes and reads a file through the tools, then streams an answer.
 
+    It marks its plan's steps done as it goes (`update_task_statuses`), so the plan ends complete.
+
     `delay` is the pause between streamed tokens in seconds; by default it is read from
     `PYDANTIC_DEEP_DEMO_DELAY` (0.02 when unset). Tests use 0.
     """
@@ -170,18 +172,27 @@ class _DemoScript:
         done = _tools_done_since_prompt(messages)
         tools = {tool.name for tool in info.function_tools}
         path = f"notes-{_slug(prompt)}.md"
-        if "write_plan" in tools and "write_plan" not in done:
+        planned = "write_plan" in tools
+        if planned and "write_plan" not in done:
             items = [
-                {"content": "Write notes about the request", "active_form": "Writing notes", "status": "in_progress"},
-                {"content": "Read the notes back", "active_form": "Reading the notes"},
-                {"content": "Answer", "active_form": "Answering"},
+                {"id": "notes", "content": "Write notes about the request", "active_form": "Writing notes"},
+                {"id": "read", "content": "Read the notes back", "active_form": "Reading the notes"},
+                {"id": "answer", "content": "Answer", "active_form": "Answering"},
             ]
+            items[0]["status"] = "in_progress"
             return [ToolCallPart("write_plan", {"items": items}, tool_call_id="demo-plan")]
         if "write_file" in tools and "write_file" not in done:
             content = f"# Notes\n\nRequest: {prompt}\n\n- Break the work into steps.\n- Keep the user informed.\n"
             return [ToolCallPart("write_file", {"path": path, "content": content}, tool_call_id="demo-write")]
+        # One call per step, so the events come in the same order every time.
+        if planned and "write_file" in done and "update_task_statuses" not in done:
+            progress = _statuses(notes="completed", read="in_progress")
+            return [ToolCallPart("update_task_statuses", progress, tool_call_id="demo-progress")]
         if "read_file" in tools and "read_file" not in done:
             return [ToolCallPart("read_file", {"path": path}, tool_call_id="demo-read")]
+        if planned and done.count("update_task_statuses") < 2:
+            finished = _statuses(read="completed", answer="completed")
+            return [ToolCallPart("update_task_statuses", finished, tool_call_id="demo-done")]
         return _answer(prompt, wrote_file="write_file" in done)
 
     async def respond(self, messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
@@ -225,14 +236,19 @@ def _last_prompt(messages: list[ModelMessage]) -> str:
     return "your request"
 
 
-def _tools_done_since_prompt(messages: list[ModelMessage]) -> set[str]:
-    done: set[str] = set()
+def _tools_done_since_prompt(messages: list[ModelMessage]) -> list[str]:
+    """The tools that returned since the user's last prompt, once per call."""
+    done: list[str] = []
     for message in reversed(messages):
         if _is_user_turn(message):
             break
         if isinstance(message, ModelRequest):
-            done.update(part.tool_name for part in message.parts if isinstance(part, ToolReturnPart))
+            done += [part.tool_name for part in message.parts if isinstance(part, ToolReturnPart)]
     return done
+
+
+def _statuses(**statuses: str) -> dict[str, list[dict[str, str]]]:
+    return {"updates": [{"task_id": task_id, "status": status} for task_id, status in statuses.items()]}
 
 
 def _slug(prompt: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import posixpath
 from collections.abc import Sequence
@@ -218,7 +219,14 @@ class FilesystemBackend(WorkspaceBackend, SupportsFilesystem, SupportsRealpath):
         target = await self._target(path)
         if target.links_out:
             return FileEntry(name=posixpath.basename(shown), path=shown, is_dir=False, size=None)
-        entry = await self._local.stat(target.real)
+        try:
+            entry = await self._local.stat(target.real)
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise
+            # A symlink loop: the link exists but leads nowhere. Report it as `list_dir` does (no size),
+            # so a listing of its directory shows it instead of failing; reading it still says why not.
+            return FileEntry(name=posixpath.basename(shown), path=shown, is_dir=False, size=None)
         return replace(entry, name=posixpath.basename(shown), path=shown)
 
     async def list_dir(self, path: str) -> Sequence[FileEntry]:

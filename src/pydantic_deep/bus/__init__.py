@@ -1,6 +1,6 @@
 """The event bus: per-run append-only event logs that many readers follow at their own pace.
 
-`InMemoryEventBus` serves one process; `RedisEventBus` (Redis Streams, `pip install 'pydantic-deep[redis]'`)
+`InMemoryEventBus` serves one process; `RedisEventBus` (Redis Streams, the `redis` extra)
 lets servers in several processes share runs. The HTTP server (`pydantic_deep.server`) writes every
 run's events to a bus and streams them to clients from it, which is what makes resuming exact.
 """

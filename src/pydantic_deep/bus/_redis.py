@@ -106,7 +106,7 @@ class RedisEventBus:
 
     A log expires `max_run_seconds` after it is opened if it is never closed, and `retention_seconds`
     after it is closed. `socket_timeout` bounds every Redis call; blocking reads wait `block_seconds`
-    at a time. Needs `pip install 'pydantic-deep[redis]'`.
+    at a time. Needs the `redis` extra.
     """
 
     def __init__(
@@ -128,7 +128,9 @@ class RedisEventBus:
                 from redis.asyncio.retry import Retry
                 from redis.backoff import ExponentialWithJitterBackoff
             except ImportError as exc:  # pragma: no cover - depends on the environment
-                raise ImportError("RedisEventBus needs the redis client: pip install 'pydantic-deep[redis]'") from exc
+                raise ImportError(
+                    "RedisEventBus needs the redis client: install this project's `redis` extra (uv sync --extra redis)"
+                ) from exc
             client = Redis.from_url(  # pyright: ignore[reportUnknownMemberType]
                 url,
                 decode_responses=True,

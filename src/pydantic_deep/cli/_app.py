@@ -469,6 +469,11 @@ def replay_command(file: Path, *, speed: float | None = None, instant: bool = Fa
     return EXIT_OK
 
 
+MAX_REPLAY_GAP = 5.0
+"""The longest pause a replay makes between two events, in seconds: a long quiet spell (or a timestamp
+far in the future) is shortened to it."""
+
+
 class _ReplayClock:
     """Recorded time for the live view: the last event's timestamp plus the scaled time since it was shown."""
 
@@ -495,7 +500,7 @@ async def _replay_run(
     try:
         for event in events:
             if speed is not None and previous is not None:
-                gap = (event.timestamp - previous).total_seconds() / speed
+                gap = min((event.timestamp - previous).total_seconds() / speed, MAX_REPLAY_GAP)
                 if gap > 0:
                     await asyncio.sleep(gap)
             previous = event.timestamp

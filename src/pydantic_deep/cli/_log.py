@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import BinaryIO, TextIO
 
 from ..streaming.types import AnyStreamEvent, StreamEvent, StreamEventType
 
-__all__ = ("EventLog", "EventLogError", "read_event_log", "split_runs", "write_event")
+__all__ = ("MAX_LINE_BYTES", "EventLog", "EventLogError", "read_event_log", "split_runs", "write_event")
 
 
 class EventLogError(ValueError):
@@ -31,33 +30,58 @@ def write_event(out: TextIO, event: AnyStreamEvent) -> None:
     out.flush()
 
 
+MAX_LINE_BYTES = 32 * 1024 * 1024
+"""The longest line `read_event_log` takes: an event is one line, and a file without line breaks
+(`/dev/zero`, a binary file) must not be read into memory whole."""
+
+
 def read_event_log(path: str | Path) -> EventLog:
     """Read a log written by `--json` or `--log`.
 
     Blank lines are skipped. An unreadable last line is taken for a write cut off by a crash and left
-    out (`truncated=True`); a file whose first line, or any line before the last, is not an event
-    raises `EventLogError`.
+    out (`truncated=True`); a file whose first line, or any line before the last, is not an event, or
+    has a line over `MAX_LINE_BYTES`, raises `EventLogError`.
     """
     path = Path(path)
     try:
-        raw = path.read_text(encoding="utf-8")
+        with path.open("rb") as file:
+            lines = _lines(file, path)
     except OSError as exc:
         raise EventLogError(f"cannot read {str(path)!r}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise EventLogError(f"{str(path)!r} is not a pydantic-deep event log (not UTF-8 text)") from None
-    lines = [(number, line) for number, line in enumerate(raw.split("\n"), start=1) if line.strip()]
     if not lines:
         raise EventLogError(f"{str(path)!r} is empty: an event log has one JSON event per line")
     events: list[AnyStreamEvent] = []
     for index, (number, line) in enumerate(lines):
         try:
             events.append(StreamEvent.from_json(line))
-        except (ValueError, json.JSONDecodeError) as exc:
+        except (ValueError, RecursionError) as exc:  # RecursionError: JSON nested too deep to decode
             if index == len(lines) - 1 and events:
                 return EventLog(events=events, truncated=True)
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            if isinstance(exc, RecursionError):
+                reason = "nested too deeply"
             raise EventLogError(f"{str(path)!r} is not a pydantic-deep event log (line {number}: {reason})") from None
     return EventLog(events=events)
+
+
+def _lines(file: BinaryIO, path: Path) -> list[tuple[int, str]]:
+    """The file's non-blank lines with their numbers, each read with a bound on its length."""
+    lines: list[tuple[int, str]] = []
+    number = 0
+    while raw := file.readline(MAX_LINE_BYTES + 1):
+        number += 1
+        if len(raw) > MAX_LINE_BYTES:
+            raise EventLogError(
+                f"{str(path)!r} is not a pydantic-deep event log "
+                f"(line {number} is longer than {MAX_LINE_BYTES // (1024 * 1024)} MiB)"
+            )
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise EventLogError(f"{str(path)!r} is not a pydantic-deep event log (not UTF-8 text)") from None
+        if line.strip():
+            lines.append((number, line))
+    return lines
 
 
 def split_runs(events: Iterable[AnyStreamEvent]) -> list[list[AnyStreamEvent]]:

@@ -7,7 +7,7 @@ from pydantic_deep.server import create_app
 app = create_app(create_deep_agent(demo_model()))  # an ASGI app: uvicorn module:app, or serve()
 ```
 
-Needs the `server` extra: `pip install 'pydantic-deep[server]'`. See docs/server.md for every endpoint.
+Needs the `server` extra (see the README's Install). See docs/server.md for every endpoint.
 """
 
 from ._app import TOKEN_ENV_VAR, create_app

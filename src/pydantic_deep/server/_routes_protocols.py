@@ -27,7 +27,7 @@ async def ag_ui(request: Request, context: Context) -> Response:
         from pydantic_ai.ui.ag_ui import AGUIAdapter
     except ImportError:
         raise ApiError(
-            501, "not_installed", "AG-UI needs the ag-ui-protocol package: pip install 'pydantic-deep[server]'"
+            501, "not_installed", "AG-UI needs the ag-ui-protocol package: install this project's `server` extra"
         ) from None
     return await _protocol_response(AGUIAdapter[Any, Any], request, context)
 

@@ -268,7 +268,8 @@ class RunRegistry:
         self._remote: OrderedDict[str, RunRecord] = OrderedDict()
         self._running = 0
         self._slots = 0  # runs of the protocol endpoints (AG-UI, Vercel AI), which stream to one client
-        self._timers: set[asyncio.TimerHandle] = set()
+        self._prune_timer: asyncio.TimerHandle | None = None
+        """One timer, for the finished run that expires first (not one per run)."""
         self._chores: set[asyncio.Task[None]] = set()
         self._background: list[asyncio.Task[None]] = []
 
@@ -531,23 +532,31 @@ class RunRegistry:
             if index < excess or now - record.finished_monotonic >= self.retention_seconds:
                 del self._runs[record.run_id]
                 dropped.append(record.run_id)
+        self._schedule_prune()
         for run_id in dropped:
             await self.bus.discard(run_id)
 
     def _schedule_prune(self) -> None:
-        # Runs from the run's own task, which is not done yet: the timer drops it once the time is up.
+        """Arm the one timer for when the earliest finished run is due to be dropped."""
+        first = min(
+            (r.finished_monotonic for r in self._runs.values() if r.finished_monotonic is not None), default=None
+        )
+        if self._prune_timer is not None:
+            self._prune_timer.cancel()
+            self._prune_timer = None
+        if first is None:
+            return
         loop = asyncio.get_running_loop()
-        handle: asyncio.TimerHandle | None = None
 
         def fire() -> None:
-            if handle is not None:
-                self._timers.discard(handle)
+            self._prune_timer = None
             task = loop.create_task(self._prune_quietly())
             self._chores.add(task)
             task.add_done_callback(self._chores.discard)
 
-        handle = loop.call_later(self.retention_seconds, fire)
-        self._timers.add(handle)
+        # A little past the due time, so the run is past it when the timer fires, however the clock rounds.
+        delay = max(0.0, first + self.retention_seconds - time.monotonic()) + 0.001
+        self._prune_timer = loop.call_later(delay, fire)
 
     async def _prune_quietly(self) -> None:
         with suppress(BusUnavailableError):
@@ -587,9 +596,9 @@ class RunRegistry:
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
-        for handle in self._timers:
-            handle.cancel()
-        self._timers.clear()
+        if self._prune_timer is not None:
+            self._prune_timer.cancel()
+            self._prune_timer = None
         if self._chores:
             await asyncio.gather(*self._chores, return_exceptions=True)
 

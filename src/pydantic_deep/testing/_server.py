@@ -135,7 +135,7 @@ class FakeOpenAIServer:
             import uvicorn
         except ImportError as e:  # pragma: no cover
             raise ImportError(
-                "FakeOpenAIServer needs uvicorn: pip install 'pydantic-deep[server]' (or `uv add uvicorn`)"
+                "FakeOpenAIServer needs uvicorn: install this project's `server` extra (or `uv add uvicorn`)"
             ) from e
         if self._thread is not None:
             raise RuntimeError("FakeOpenAIServer is already running")

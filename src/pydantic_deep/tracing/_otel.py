@@ -30,7 +30,7 @@ class OpenTelemetryExporter(SpanExporter):
     Runs that Pydantic AI instruments itself (`Agent(instrument=...)`, `Agent.instrument_all()`,
     Logfire) already get `invoke_agent`, `chat` and `execute_tool` spans. For those runs this exporter
     emits no second copy: it adds `pydantic_deep.*` attributes (span ids, status, cost, errors) to
-    Pydantic AI's spans instead. The OpenTelemetry SDK comes with `pip install 'pydantic-deep[otel]'`.
+    Pydantic AI's spans instead. The OpenTelemetry SDK comes with the `otel` extra.
     """
 
     def __init__(self, tracer_provider: TracerProvider | None = None) -> None:
