@@ -485,9 +485,16 @@ async def test_unknown_paths_and_methods_are_json_errors() -> None:
     async with client(create_app(Script(["x"]).agent())) as http:
         missing = await http.get("/nothing/here")
         method = await http.delete("/runs")
+        head_runs = await http.head("/runs")
+        head_page = await http.head("/")
+        put_run = await http.put("/runs/x")
         media = await http.post("/ag-ui", content=b"{}", headers={"content-type": "text/plain"})
     assert (missing.status_code, error(missing)["code"]) == (404, "not_found")
     assert (method.status_code, error(method)["code"]) == (405, "method_not_allowed")
+    # Allow names every method of the path, not those of its first route only.
+    assert [r.headers["allow"] for r in (method, head_runs, put_run)] == ["GET, POST", "GET, POST", "GET"]
+    assert head_page.status_code == 200 and head_page.content == b""
+    assert head_page.headers["content-type"].startswith("text/html")
     assert (media.status_code, error(media)["code"]) == (415, "unsupported_media_type")
 
 
@@ -660,7 +667,20 @@ def test_published_openapi_schema_is_current() -> None:
         "/runs/{run_id}/events",
         "/vercel-ai",
     ]
-    assert sorted(paths["/runs"]["post"]["responses"]) == ["201", "401", "413", "422", "429", "503"]
+    assert sorted(paths["/runs"]["post"]["responses"]) == ["201", "401", "403", "413", "421", "422", "429", "503"]
+    assert sorted(paths["/runs"]["get"]["responses"]) == ["200", "401", "421"]
+    assert sorted(paths["/ag-ui"]["post"]["responses"]) == [
+        "200",
+        "401",
+        "403",
+        "413",
+        "415",
+        "421",
+        "422",
+        "429",
+        "503",
+    ]
+    assert paths["/chat"]["get"]["parameters"][0]["schema"]["minLength"] == 1
 
 
 def test_docstring_examples_run(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -23,6 +23,7 @@ from ..bus import EventBus, InMemoryEventBus, RedisEventBus
 from ..deps import DeepAgentDeps
 from . import _routes_chat, _routes_page, _routes_protocols, _routes_runs
 from ._context import ServerContext
+from ._docs import door_answers
 from ._errors import install_error_handlers
 from ._guard import BodyLimit, Doors, RequireToken, TokenCheck, redact_server_logs
 from ._runs import RunRegistry
@@ -179,7 +180,8 @@ def create_app(
     )
     app.state.deep = context
     app.openapi = _streaming_openapi(app.openapi)
-    install_error_handlers(app)
+    modules = (_routes_page, _routes_runs, _routes_chat, _routes_protocols)
+    install_error_handlers(app, routes=[route for module in modules for route in module.router.routes])
     # Outermost last: the host and origin checks, then CORS (preflights carry no token), then the token.
     app.add_middleware(BodyLimit, max_bytes=max_request_bytes)
     app.add_middleware(RequireToken, check=context.check)
@@ -193,7 +195,7 @@ def create_app(
             max_age=600,
         )
     app.add_middleware(Doors, allowed_hosts=allowed_hosts, allowed_origins=cors_origins, open_host=token is not None)
-    for module in (_routes_page, _routes_runs, _routes_chat, _routes_protocols):
+    for module in modules:
         app.include_router(module.router)
     return app
 
@@ -237,11 +239,15 @@ def bus_from_url(url: str | None, *, prefix: str | None = None) -> EventBus:
 def _streaming_openapi(plain: Callable[[], dict[str, Any]]) -> Callable[[], dict[str, Any]]:
     def openapi() -> dict[str, Any]:
         schema = plain()
-        for operations in schema.get("paths", {}).values():
-            for operation in operations.values():
-                ok = operation.get("responses", {}).get("200", {}).get("content", {})
+        for path, operations in schema.get("paths", {}).items():
+            for method, operation in operations.items():
+                responses = operation.setdefault("responses", {})
+                ok = responses.get("200", {}).get("content", {})
                 if "text/event-stream" in ok:  # FastAPI adds a JSON body to every 200; these only stream
                     ok.pop("application/json", None)
+                for status, answer in door_answers(path, method).items():
+                    responses.setdefault(status, answer)
+                operation["responses"] = dict(sorted(responses.items()))
         return schema
 
     return openapi

@@ -6,12 +6,15 @@ from typing import Any
 
 from ._errors import ErrorBody
 
-__all__ = ("SSE_ANSWERS", "json_errors", "protocol_answers")
+__all__ = ("SSE_ANSWERS", "door_answers", "json_errors", "protocol_answers")
 
 _DESCRIPTIONS = {
     401: "A token is configured and the request did not carry it.",
+    403: "Sent from a web page on an origin this server does not allow (`--cors-origin`).",
     404: "No such run (never started, or dropped after the retention time).",
     413: "The prompt or the request body is over the limit.",
+    415: "The body is not sent as `Content-Type: application/json`.",
+    421: "Addressed to a host name this server does not answer to (`--allowed-host`).",
     422: "Malformed JSON, or a missing, empty or invalid field (named in `error.field`).",
     429: "Too many runs in progress; `Retry-After` says when to try again.",
     503: "The server is shutting down, or its event bus (Redis) is unreachable; retry after `Retry-After`.",
@@ -25,7 +28,8 @@ def json_errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 SSE_ANSWERS: dict[int | str, dict[str, Any]] = {
     200: {
-        "description": "Server-Sent Events, one per line group: `id: <seq>`, `event: <event_type>`, "
+        "description": "Server-Sent Events, one per line group: `id: <seq>`, `event: <event_type>` "
+        "(`run_error` for `error`, which browsers would take for a connection failure), "
         "`data: <StreamEvent JSON>`; `: keep-alive` comments while idle. Ends after `agent_end`.",
         "content": {"text/event-stream": {"schema": {"type": "string"}}},
     },
@@ -37,5 +41,20 @@ def protocol_answers(description: str) -> dict[int | str, dict[str, Any]]:
     """A UI protocol endpoint's answers: its own event stream, or one of our errors."""
     return {
         200: {"description": description, "content": {"text/event-stream": {"schema": {"type": "string"}}}},
-        **json_errors(401, 429, 503),
+        **json_errors(401, 413, 415, 422, 429, 503),
+    }
+
+
+def door_answers(path: str, method: str) -> dict[str, dict[str, Any]]:
+    """The answers every route can get from the doors (`_guard.Doors`): 421 for a foreign `Host`, and 403
+    for a foreign origin on requests that change something (and `GET /chat`, which starts a run)."""
+    statuses = [421]
+    if method.upper() not in ("GET", "HEAD", "OPTIONS") or path == "/chat":
+        statuses.append(403)
+    return {
+        str(status): {
+            "description": _DESCRIPTIONS[status],
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+        }
+        for status in statuses
     }

@@ -23,6 +23,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute, Match
 
 from ..bus import BusUnavailableError, UnknownRunError
 from ._runs import ServerDraining, TooManyRuns
@@ -125,8 +126,21 @@ def validation_errors(errors: Sequence[Any], *, prefix: Sequence[Any] = ()) -> l
     return out
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    """Render every failure as an `ErrorBody`, with no stack trace in any response."""
+def _allowed_methods(request: Request, routes: Sequence[BaseRoute]) -> list[str]:
+    """Every method some route takes on the request's path."""
+    methods: set[str] = set()
+    for route in routes:
+        match, _ = route.matches(request.scope)
+        if match is not Match.NONE:
+            methods.update(getattr(route, "methods", None) or ())
+    return sorted(methods)
+
+
+def install_error_handlers(app: FastAPI, routes: Sequence[BaseRoute] = ()) -> None:
+    """Render every failure as an `ErrorBody`, with no stack trace in any response.
+
+    `routes` (the app's own, as declared) give a 405's `Allow` header every method of the path.
+    """
 
     async def on_api_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ApiError)
@@ -141,8 +155,11 @@ def install_error_handlers(app: FastAPI) -> None:
     async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         code = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large", 415: "unsupported_media_type"}
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # Starlette names the methods of the first route on the path only
+            headers["Allow"] = ", ".join(_allowed_methods(request, routes))
         return error_response(
-            exc.status_code, code.get(exc.status_code, "http_error"), str(exc.detail), headers=exc.headers
+            exc.status_code, code.get(exc.status_code, "http_error"), str(exc.detail), headers=headers
         )
 
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:

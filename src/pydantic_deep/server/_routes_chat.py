@@ -28,7 +28,13 @@ router = APIRouter(tags=["chat"])
 )
 async def chat(
     context: Context,
-    prompt: Annotated[str, Query(description="The user prompt.")],
+    prompt: Annotated[
+        str,
+        Query(
+            description="The user prompt; not empty, at most the server's limit.",
+            json_schema_extra={"minLength": 1, "pattern": "\\S"},
+        ),
+    ],
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", include_in_schema=False)] = None,
 ) -> Response:
     """A text-only stream for `new EventSource("/chat?prompt=...")`.

@@ -35,6 +35,12 @@ async def dashboard() -> HTMLResponse:
     return HTMLResponse(_dashboard_html(), headers=_PAGE_HEADERS)
 
 
+@router.head("/", response_class=HTMLResponse, include_in_schema=False)
+async def dashboard_head() -> HTMLResponse:
+    """What `GET /` would answer, without the page (monitors and load balancers check it so)."""
+    return HTMLResponse(_dashboard_html(), headers=_PAGE_HEADERS)
+
+
 def _dashboard_html() -> str:
     try:
         return (
