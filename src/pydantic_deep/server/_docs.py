@@ -26,12 +26,24 @@ def json_errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: {"model": ErrorBody, "description": _DESCRIPTIONS[status]} for status in statuses}
 
 
+SSE_EVENT: dict[str, Any] = {
+    "description": "One Server-Sent Event, as an `EventSource` dispatches it (OpenAPI 3.2's `itemSchema`).",
+    "type": "object",
+    "required": ["data"],
+    "properties": {
+        "id": {"type": "string"},
+        "event": {"type": "string"},
+        "data": {"type": "string"},
+        "retry": {"type": "integer"},
+    },
+}
+
 SSE_ANSWERS: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "Server-Sent Events, one per line group: `id: <seq>`, `event: <event_type>` "
         "(`run_error` for `error`, which browsers would take for a connection failure), "
         "`data: <StreamEvent JSON>`; `: keep-alive` comments while idle. Ends after `agent_end`.",
-        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        "content": {"text/event-stream": {"itemSchema": SSE_EVENT}},
     },
     204: {"description": "The run has finished and the client has already seen its last event."},
 }
@@ -40,7 +52,7 @@ SSE_ANSWERS: dict[int | str, dict[str, Any]] = {
 def protocol_answers(description: str) -> dict[int | str, dict[str, Any]]:
     """A UI protocol endpoint's answers: its own event stream, or one of our errors."""
     return {
-        200: {"description": description, "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+        200: {"description": description, "content": {"text/event-stream": {"itemSchema": SSE_EVENT}}},
         **json_errors(401, 413, 415, 422, 429, 503),
     }
 

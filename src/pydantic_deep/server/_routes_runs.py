@@ -9,8 +9,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, WebSocket
 from fastapi.responses import Response
-from pydantic import ValidationError
-from pydantic_ai.messages import ModelMessage, ModelMessagesTypeAdapter, sanitize_messages
+from pydantic_ai.messages import ModelMessage, sanitize_messages
 from pydantic_ai.models import Model
 from starlette.websockets import WebSocketDisconnect
 
@@ -18,7 +17,7 @@ from ..bus import EventBatch, UnknownRunError
 from ..models import ModelConfigError, resolve_model
 from ._context import Context, ServerContext, open_log, parse_resume_point
 from ._docs import SSE_ANSWERS, json_errors
-from ._errors import ApiError, FieldError, validation_errors
+from ._errors import ApiError, FieldError
 from ._runs import RunRecord
 from ._sse import EventStreamResponse
 from ._wire import RunCreated, RunInfo, RunList, RunRequest
@@ -165,13 +164,9 @@ async def _first_of(*coros: Any) -> None:
             raise result
 
 
-def _parse_history(raw: list[dict[str, Any]] | None) -> list[ModelMessage] | None:
-    if raw is None:
+def _parse_history(messages: list[ModelMessage] | None) -> list[ModelMessage] | None:
+    if messages is None:
         return None
-    try:
-        messages = ModelMessagesTypeAdapter.validate_python(raw)
-    except ValidationError as exc:
-        raise ApiError.invalid(validation_errors(exc.errors(), prefix=("message_history",))) from None
     # History from a client is untrusted: drop system prompts and the like, as Pydantic AI's UI adapters do.
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

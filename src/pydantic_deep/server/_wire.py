@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any, Literal, cast
 
 from pydantic import BaseModel, Field, field_validator
+from pydantic_ai.messages import ModelMessage
 from pydantic_core import PydanticCustomError
 
 __all__ = ("RunCreated", "RunInfo", "RunList", "RunRequest", "RunStatusName", "RunSummary", "RunUsageInfo")
@@ -19,8 +20,11 @@ RunStatusName = Literal["running", "succeeded", "failed", "cancelled"]
 class RunRequest(BaseModel):
     """`POST /runs`: what to run."""
 
-    prompt: str = Field(description="The user prompt; not empty, at most the server's limit (100,000 characters).")
-    message_history: list[dict[str, Any]] | None = Field(
+    prompt: str = Field(
+        description="The user prompt; not empty, at most the server's limit (100,000 characters).",
+        json_schema_extra={"minLength": 1, "pattern": "\\S"},
+    )
+    message_history: list[ModelMessage] | None = Field(
         default=None,
         description=(
             "Earlier messages of the conversation, as Pydantic AI's messages JSON "
@@ -39,7 +43,7 @@ class RunRequest(BaseModel):
             raise PydanticCustomError("empty_prompt", "must not be empty")
         return value
 
-    @field_validator("prompt", "message_history", "model")
+    @field_validator("prompt", "message_history", "model", mode="before")
     @classmethod
     def _valid_text(cls, value: Any) -> Any:
         require_valid_text(value)
