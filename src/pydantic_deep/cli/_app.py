@@ -193,6 +193,14 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    tokens_file: Annotated[
+        str | None,
+        typer.Option(
+            help="A file of NAME TOKEN lines: each token's holder sees only their own runs ('admin' sees all).",
+            envvar=_env("TOKENS_FILE"),
+            show_default=False,
+        ),
+    ] = None,
     allowed_host: Annotated[
         list[str] | None,
         typer.Option(
@@ -225,6 +233,7 @@ def serve(
         flush_interval=flush_interval,
         cors_origins=_listed(cors_origin),
         allowed_hosts=_listed(allowed_host) or None,
+        tokens_file=tokens_file,
     )
     raise typer.Exit(serve_command(options))
 

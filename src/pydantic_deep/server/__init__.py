@@ -10,13 +10,16 @@ app = create_app(create_deep_agent(demo_model()))  # an ASGI app: uvicorn module
 Needs the `server` extra (see the README's Install). See docs/server.md for every endpoint.
 """
 
-from ._app import TOKEN_ENV_VAR, create_app
+from ._app import TOKEN_ENV_VAR, create_app, read_tokens_file
 from ._errors import ErrorBody, ErrorDetail, FieldError
+from ._guard import AuthFunction
 from ._serve import ServeOptions, ServerConfigError, check_bind, is_loopback, openapi_schema, serve
-from ._wire import RunCreated, RunInfo, RunList, RunRequest, RunSummary, RunUsageInfo
+from ._wire import ADMIN, RunCreated, RunInfo, RunList, RunRequest, RunSummary, RunUsageInfo
 
 __all__ = (
+    "ADMIN",
     "TOKEN_ENV_VAR",
+    "AuthFunction",
     "ErrorBody",
     "ErrorDetail",
     "FieldError",
@@ -32,5 +35,6 @@ __all__ = (
     "create_app",
     "is_loopback",
     "openapi_schema",
+    "read_tokens_file",
     "serve",
 )

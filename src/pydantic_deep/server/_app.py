@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -25,10 +26,10 @@ from . import _routes_chat, _routes_page, _routes_protocols, _routes_runs
 from ._context import ServerContext
 from ._docs import door_answers
 from ._errors import install_error_handlers
-from ._guard import BodyLimit, Doors, RequireToken, TokenCheck, redact_server_logs
+from ._guard import Authenticate, AuthFunction, BodyLimit, Doors, TokenCheck, redact_server_logs
 from ._runs import RunRegistry
 
-__all__ = ("TOKEN_ENV_VAR", "bus_from_url", "create_app")
+__all__ = ("TOKEN_ENV_VAR", "bus_from_url", "create_app", "read_tokens_file")
 
 TOKEN_ENV_VAR = "PYDANTIC_DEEP_TOKEN"
 
@@ -55,6 +56,8 @@ def create_app(
     flush_interval: float = 0.02,
     cors_origins: Sequence[str] = (),
     allowed_hosts: Sequence[str] | None = None,
+    tokens: Mapping[str, str] | None = None,
+    auth: AuthFunction | None = None,
 ) -> FastAPI:
     """Build the ASGI app: start runs over HTTP and stream their events to any number of clients.
 
@@ -100,7 +103,14 @@ def create_app(
     the server (CORS); a page on any other origin cannot start, cancel or follow runs over WebSocket.
     Without a token, only requests addressed to a loopback name (`localhost`, `127.0.0.1`, `[::1]`)
     or one of `allowed_hosts` are answered (421 otherwise: DNS rebinding); with a token, any host
-    unless `allowed_hosts` is given. See docs/server.md and docs/scaling.md.
+    unless `allowed_hosts` is given.
+
+    Users: `tokens` maps principal names to their tokens (`read_tokens_file` reads them from a file); a
+    run belongs to the principal that started it, and others get 404 for it and do not see it listed,
+    except `admin` (also the holder of `token`), who sees all. `auth` replaces the token checks with the
+    application's own: a function (sync or async) from the request (`starlette.requests.HTTPConnection`,
+    a WebSocket handshake too) to its principal's name, or `None` for 401. See docs/server.md and
+    docs/scaling.md.
     """
     if token is None:
         token = os.environ.get(TOKEN_ENV_VAR) or None
@@ -122,7 +132,9 @@ def create_app(
         raise ValueError(
             "drain_timeout and flush_interval must be >= 0, lease_seconds > 0 and max_buffered_events >= 1"
         )
-    cors_origins = _check_origins(cors_origins, token=token)
+    tokens = _check_tokens(tokens)
+    authenticated = token is not None or bool(tokens) or auth is not None
+    cors_origins = _check_origins(cors_origins, authenticated=authenticated)
     if agent is None:
         from ..agent import create_deep_agent
 
@@ -146,7 +158,7 @@ def create_app(
             max_buffered_events=max_buffered_events,
         ),
         bus=event_bus,
-        check=TokenCheck(token),
+        check=TokenCheck(token, tokens),
         max_prompt_chars=max_prompt_chars,
         keepalive_seconds=keepalive_seconds,
         drain_timeout=drain_timeout,
@@ -184,7 +196,7 @@ def create_app(
     install_error_handlers(app, routes=[route for module in modules for route in module.router.routes])
     # Outermost last: the host and origin checks, then CORS (preflights carry no token), then the token.
     app.add_middleware(BodyLimit, max_bytes=max_request_bytes)
-    app.add_middleware(RequireToken, check=context.check)
+    app.add_middleware(Authenticate, check=context.check, auth=auth)
     if cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -194,7 +206,7 @@ def create_app(
             expose_headers=["Location", "Retry-After", "x-vercel-ai-ui-message-stream"],
             max_age=600,
         )
-    app.add_middleware(Doors, allowed_hosts=allowed_hosts, allowed_origins=cors_origins, open_host=token is not None)
+    app.add_middleware(Doors, allowed_hosts=allowed_hosts, allowed_origins=cors_origins, open_host=authenticated)
     for module in modules:
         app.include_router(module.router)
     return app
@@ -211,13 +223,52 @@ class _JSONResponse(JSONResponse):
             return json.dumps(content, allow_nan=False, separators=(",", ":")).encode("ascii")
 
 
-def _check_origins(origins: Sequence[str], *, token: str | None) -> list[str]:
+def _check_tokens(tokens: Mapping[str, str] | None) -> dict[str, str]:
+    """Principal names and their tokens: names without spaces, tokens not blank, no token given twice."""
+    checked: dict[str, str] = {}
+    for name, secret in (tokens or {}).items():
+        if not name or name != name.strip() or any(c.isspace() for c in name):
+            raise ValueError(f"principal name {name!r} must be one word with no spaces")
+        if not secret.strip():
+            raise ValueError(f"the token of {name!r} is blank")
+        if secret in checked.values():
+            raise ValueError(f"the token of {name!r} is also another principal's: each needs its own")
+        checked[name] = secret
+    return checked
+
+
+def read_tokens_file(path: str | os.PathLike[str]) -> dict[str, str]:
+    """Principals and their tokens from a file of `NAME TOKEN` lines (`#` comments and blank lines skipped).
+
+    Raises `ValueError` naming the line for anything else (a line without a token, a name given twice).
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ValueError(f"cannot read the tokens file {os.fspath(path)!r}: {exc.strerror or exc}") from None
+    tokens: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        parts = line.split()
+        if len(parts) != 2:
+            raise ValueError(f"tokens file line {number}: expected `NAME TOKEN`, got {len(parts)} field(s)")
+        name, secret = parts
+        if name in tokens:
+            raise ValueError(f"tokens file line {number}: {name!r} is given twice")
+        tokens[name] = secret
+    if not tokens:
+        raise ValueError(f"the tokens file {os.fspath(path)!r} names no one: write one `NAME TOKEN` per line")
+    return tokens
+
+
+def _check_origins(origins: Sequence[str], *, authenticated: bool) -> list[str]:
     """Origins as `scheme://host[:port]`; `*` (any page on the web) only when a token guards the server."""
     checked: list[str] = []
     for origin in origins:
         origin = origin.strip().rstrip("/")
         if origin == "*":
-            if token is None:
+            if not authenticated:
                 raise ValueError("cors origin '*' lets any web page call this server: it needs a token")
         else:
             parts = urlsplit(origin)

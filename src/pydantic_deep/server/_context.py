@@ -20,11 +20,12 @@ from starlette.requests import HTTPConnection
 
 from ..bus import EventBatch, EventBus
 from ._errors import ApiError, FieldError
-from ._guard import TokenCheck
+from ._guard import PRINCIPAL_SCOPE_KEY, TokenCheck
 from ._runs import RunRegistry
 from ._sse import KEEP_ALIVE, follow_log
+from ._wire import ADMIN
 
-__all__ = ("Context", "ServerContext", "open_log", "parse_resume_point")
+__all__ = ("Context", "Principal", "ServerContext", "open_log", "parse_resume_point", "require_visible")
 
 logger = logging.getLogger("pydantic_deep.server")
 
@@ -107,6 +108,20 @@ async def _server_context(connection: HTTPConnection) -> ServerContext:
 
 Context = Annotated[ServerContext, Depends(_server_context)]
 """Declare a parameter of this type in a route to get the app's `ServerContext`."""
+
+
+async def _principal(connection: HTTPConnection) -> str | None:
+    return connection.scope.get(PRINCIPAL_SCOPE_KEY, ADMIN)
+
+
+Principal = Annotated[str | None, Depends(_principal)]
+"""The request's principal (`Authenticate` found it); `None` only for a WebSocket handshake it refused."""
+
+
+async def require_visible(context: ServerContext, run_id: str, principal: str | None) -> None:
+    """`UnknownRunError` (404) when the run is another principal's; `admin` sees every run, so no lookup."""
+    if principal is not None and principal != ADMIN:
+        await context.runs.require(run_id, principal)
 
 
 def parse_resume_point(value: str | None, *, field: str) -> int | None:

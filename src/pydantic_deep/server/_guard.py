@@ -12,24 +12,30 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import inspect
 import ipaddress
 import logging
 import re
-from collections.abc import Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from urllib.parse import urlsplit
 
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
+from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ._errors import error_response
+from ._wire import ADMIN
 
 __all__ = (
+    "ADMIN",
+    "PRINCIPAL_SCOPE_KEY",
     "SUBPROTOCOL",
+    "AuthFunction",
+    "Authenticate",
     "BodyLimit",
     "Doors",
     "RedactSecrets",
-    "RequireToken",
     "TokenCheck",
     "is_loopback_name",
     "redact_server_logs",
@@ -41,67 +47,122 @@ SUBPROTOCOL = "pydantic-deep"
 _BEARER_PREFIX = "bearer."
 
 
-class TokenCheck:
-    """Compares a presented token with the configured one in constant time; with no token, all pass."""
+PRINCIPAL_SCOPE_KEY = "pydantic_deep.principal"
+"""Where `Authenticate` leaves the request's principal in the ASGI scope."""
 
-    def __init__(self, token: str | None) -> None:
-        self._digest = hashlib.sha256(token.encode()).digest() if token else None
+AuthFunction = Callable[[HTTPConnection], "str | None | Awaitable[str | None]"]
+"""An application's own authentication: the principal for a request (or WebSocket handshake), or `None`."""
+
+
+def _digest(secret: str) -> bytes:
+    return hashlib.sha256(secret.encode()).digest()
+
+
+class TokenCheck:
+    """Finds the principal of a presented token, comparing digests in constant time.
+
+    The single `token` is the principal `admin`; `tokens` maps principal names to their own tokens.
+    With neither, every request is `admin` (nothing to check).
+    """
+
+    def __init__(self, token: str | None = None, tokens: Mapping[str, str] | None = None) -> None:
+        self._principals: list[tuple[bytes, str]] = [(_digest(token), ADMIN)] if token else []
+        self._principals += [(_digest(secret), name) for name, secret in (tokens or {}).items()]
 
     @property
     def enabled(self) -> bool:
-        return self._digest is not None
+        return bool(self._principals)
 
-    def accepts(self, presented: str | None) -> bool:
-        if self._digest is None:
-            return True
+    def principal(self, presented: str | None) -> str | None:
+        """The principal whose token `presented` is, or `None`."""
+        if not self._principals:
+            return ADMIN
         if presented is None:
-            return False
-        return hmac.compare_digest(hashlib.sha256(presented.encode()).digest(), self._digest)
+            return None
+        digest, found = _digest(presented), None
+        for known, name in self._principals:  # every entry compared, whichever matches
+            if hmac.compare_digest(digest, known):
+                found = name
+        return found
 
-    def accepts_header(self, authorization: str | None) -> bool:
-        if self._digest is None:
-            return True
+    def from_header(self, authorization: str | None) -> str | None:
+        if not self._principals:
+            return ADMIN
         scheme, _, credentials = (authorization or "").partition(" ")
-        return scheme.lower() == "bearer" and self.accepts(credentials.strip())
+        return self.principal(credentials.strip()) if scheme.lower() == "bearer" else None
 
     def websocket(
         self, query_token: str | None, offered: Sequence[str], authorization: str | None = None
-    ) -> tuple[bool, str | None]:
-        """`(allowed, subprotocol to select)` for a WebSocket handshake."""
+    ) -> tuple[str | None, str | None]:
+        """`(principal or None, subprotocol to select)` for a WebSocket handshake."""
         bearer = next((p for p in offered if p.lower().startswith(_BEARER_PREFIX)), None)
         selected = SUBPROTOCOL if SUBPROTOCOL in offered else bearer
-        if self._digest is None:
-            return True, selected
-        if authorization is not None and self.accepts_header(authorization):
-            return True, selected
-        if query_token is not None and self.accepts(query_token):
-            return True, selected
-        if bearer is not None and self.accepts(bearer[len(_BEARER_PREFIX) :]):
-            return True, selected
-        return False, selected
+        for presented in (
+            self.from_header(authorization) if authorization is not None else None,
+            self.principal(query_token) if query_token is not None else None,
+            self.principal(bearer[len(_BEARER_PREFIX) :]) if bearer is not None else None,
+        ):
+            if presented is not None:
+                return presented, selected
+        return (ADMIN if not self._principals else None), selected
+
+    def subprotocol(self, offered: Sequence[str]) -> str | None:
+        bearer = next((p for p in offered if p.lower().startswith(_BEARER_PREFIX)), None)
+        return SUBPROTOCOL if SUBPROTOCOL in offered else bearer
 
 
-class RequireToken:
-    """Answers 401 to any HTTP request without the right bearer token, except `GET`/`HEAD /`."""
+class Authenticate:
+    """Finds each request's principal and leaves it in the scope; answers 401 to HTTP requests without one.
 
-    def __init__(self, app: ASGIApp, check: TokenCheck, *, public_paths: frozenset[str] = frozenset({"/"})) -> None:
+    `GET`/`HEAD /` (the dashboard page) is public. A WebSocket handshake without a principal is let
+    through with none, so its route can accept it and close with a reason a browser can read (4401).
+    `auth`, when given, replaces the token checks.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        check: TokenCheck,
+        *,
+        auth: AuthFunction | None = None,
+        public_paths: frozenset[str] = frozenset({"/"}),
+    ) -> None:
         self.app = app
         self.check = check
+        self.auth = auth
         self.public_paths = public_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and self.check.enabled:
-            public = scope["path"] in self.public_paths and scope["method"] in ("GET", "HEAD")
-            if not public and not self.check.accepts_header(Headers(scope=scope).get("authorization")):
-                response = error_response(
-                    401,
-                    "unauthorized",
-                    "this server needs `Authorization: Bearer <token>`",
-                    headers={"WWW-Authenticate": "Bearer"},
-                )
-                await response(scope, receive, send)
-                return
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        if scope["type"] == "http" and scope["path"] in self.public_paths and scope["method"] in ("GET", "HEAD"):
+            await self.app(scope, receive, send)
+            return
+        principal = await self._principal(scope)
+        if principal is None and scope["type"] == "http":
+            response = error_response(
+                401,
+                "unauthorized",
+                "this server needs `Authorization: Bearer <token>`",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+            await response(scope, receive, send)
+            return
+        scope[PRINCIPAL_SCOPE_KEY] = principal
         await self.app(scope, receive, send)
+
+    async def _principal(self, scope: Scope) -> str | None:
+        if self.auth is not None:
+            found = self.auth(HTTPConnection(scope))
+            if inspect.isawaitable(found):
+                found = await found
+            return found if isinstance(found, str) and found else None
+        headers = Headers(scope=scope)
+        if scope["type"] == "websocket":
+            query = HTTPConnection(scope).query_params.get("token")
+            return self.check.websocket(query, scope.get("subprotocols") or [], headers.get("authorization"))[0]
+        return self.check.from_header(headers.get("authorization"))
 
 
 class BodyLimit:

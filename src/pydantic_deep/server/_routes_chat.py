@@ -10,7 +10,7 @@ from fastapi.responses import Response
 
 from ..bus import SSE_ERROR_EVENT, EventBatch
 from ..streaming import AnyStreamEvent, StreamEventType
-from ._context import Context, json_text, open_log, parse_resume_point
+from ._context import Context, Principal, json_text, open_log, parse_resume_point, require_visible
 from ._docs import SSE_ANSWERS, json_errors
 from ._errors import ApiError, FieldError
 from ._sse import EventStreamResponse, is_last, sse_frame
@@ -28,6 +28,7 @@ router = APIRouter(tags=["chat"])
 )
 async def chat(
     context: Context,
+    principal: Principal,
     prompt: Annotated[
         str,
         Query(
@@ -52,13 +53,14 @@ async def chat(
         if after is None:
             message = "must be an id this endpoint sent (<run_id>:<seq>)"
             raise ApiError.invalid([FieldError(field="Last-Event-ID", message=message)])
+        await require_visible(context, run_id, principal)
         first = await open_log(context.bus, run_id, after)
         if first is None:
             return Response(status_code=204)
         announce = b""
     else:
         context.check_prompt(prompt)
-        record = await context.runs.start(prompt)
+        record = await context.runs.start(prompt, principal=principal)
         run_id, after = record.run_id, -1
         first = await open_log(context.bus, run_id, after) or EventBatch()
         announce = sse_frame(json_text({"run_id": run_id}), event="run", id=f"{run_id}:-1")

@@ -15,7 +15,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from ..bus import EventBatch, UnknownRunError
 from ..models import ModelConfigError, resolve_model
-from ._context import Context, ServerContext, open_log, parse_resume_point
+from ._context import Context, Principal, ServerContext, open_log, parse_resume_point, require_visible
 from ._docs import SSE_ANSWERS, json_errors
 from ._errors import ApiError, FieldError
 from ._runs import RunRecord
@@ -36,26 +36,32 @@ router = APIRouter(prefix="/runs", tags=["runs"])
     summary="Start a run",
     responses=json_errors(401, 413, 422, 429, 503),
 )
-async def start_run(body: RunRequest, response: Response, context: Context) -> RunCreated:
+async def start_run(body: RunRequest, response: Response, context: Context, principal: Principal) -> RunCreated:
     """Start a run that executes whether or not anyone watches; follow it at `/runs/{run_id}/events`."""
     context.check_prompt(body.prompt)
     history = _parse_history(body.message_history)
     run_model = _pick_model(body.model)
-    record = await context.runs.start(body.prompt, message_history=history, model=run_model, model_name=body.model)
+    record = await context.runs.start(
+        body.prompt, message_history=history, model=run_model, model_name=body.model, principal=principal
+    )
     response.headers["Location"] = f"/runs/{record.run_id}"
     return RunCreated(run_id=record.run_id)
 
 
 @router.get("", response_model=RunList, summary="List recent runs", responses=json_errors(401))
-async def list_runs(context: Context) -> RunList:
-    """The runs the server still holds (running ones and finished ones within retention), newest first."""
-    return RunList(runs=[r.summary() if isinstance(r, RunRecord) else r for r in await context.runs.list()])
+async def list_runs(context: Context, principal: Principal) -> RunList:
+    """The runs the server still holds (running ones and finished ones within retention), newest first.
+
+    With users (`--tokens-file`), each sees the runs they started; `admin` sees all.
+    """
+    runs = await context.runs.list(principal)
+    return RunList(runs=[r.summary() if isinstance(r, RunRecord) else r for r in runs])
 
 
 @router.get("/{run_id}", response_model=RunInfo, summary="A run's status", responses=json_errors(401, 404))
-async def get_run(run_id: str, context: Context) -> RunInfo:
+async def get_run(run_id: str, context: Context, principal: Principal) -> RunInfo:
     """Status (`running`, `succeeded`, `failed`, `cancelled`), timestamps, usage so far, output when done."""
-    return (await context.runs.require(run_id)).info()
+    return (await context.runs.require(run_id, principal)).info()
 
 
 @router.post(
@@ -65,12 +71,12 @@ async def get_run(run_id: str, context: Context) -> RunInfo:
     summary="Cancel a run",
     responses=json_errors(401, 404),
 )
-async def cancel_run(run_id: str, context: Context) -> RunInfo:
+async def cancel_run(run_id: str, context: Context, principal: Principal) -> RunInfo:
     """Ask a running run to stop: its stream ends with `agent_end` whose status is `cancelled`.
 
     Cancelling a finished run changes nothing and answers with its status.
     """
-    return (await context.runs.cancel(run_id)).info()
+    return (await context.runs.cancel(run_id, principal)).info()
 
 
 @router.get(
@@ -82,6 +88,7 @@ async def cancel_run(run_id: str, context: Context) -> RunInfo:
 async def run_events(
     run_id: str,
     context: Context,
+    principal: Principal,
     last_event_id: Annotated[
         int | None, Query(ge=-1, description="Resume after this `seq` (the `Last-Event-ID` header wins).")
     ] = None,
@@ -90,6 +97,7 @@ async def run_events(
     """Every event with `seq` greater than the resume point, then live ones, until `agent_end`."""
     after = parse_resume_point(last_event_id_header, field="Last-Event-ID")
     after = after if after is not None else (-1 if last_event_id is None else last_event_id)
+    await require_visible(context, run_id, principal)
     first = await open_log(context.bus, run_id, after)
     if first is None:
         return Response(status_code=204)
@@ -101,20 +109,18 @@ def _event_frames(batch: EventBatch) -> bytes:
 
 
 @router.websocket("/{run_id}/ws")
-async def run_websocket(websocket: WebSocket, run_id: str, context: Context) -> None:
+async def run_websocket(websocket: WebSocket, run_id: str, context: Context, principal: Principal) -> None:
     """The same events as JSON text frames; resume with `?last_event_id=N`."""
     params = websocket.query_params
-    allowed, subprotocol = context.check.websocket(
-        params.get("token"), websocket.scope.get("subprotocols") or [], websocket.headers.get("authorization")
-    )
-    await websocket.accept(subprotocol=subprotocol)
-    if not allowed:
+    await websocket.accept(subprotocol=context.check.subprotocol(websocket.scope.get("subprotocols") or []))
+    if principal is None:
         await websocket.close(
             4401, "unauthorized: send Authorization: Bearer <token>, the subprotocol bearer.<token> or ?token=<token>"
         )
         return
     try:
         after = parse_resume_point(params.get("last_event_id"), field="last_event_id")
+        await require_visible(context, run_id, principal)
         first = await open_log(context.bus, run_id, -1 if after is None else after)
     except ApiError as exc:
         await websocket.close(4000 + exc.status_code, exc.message[:120])

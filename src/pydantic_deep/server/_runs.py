@@ -41,7 +41,7 @@ from ..bus import BusUnavailableError, EventBus, InMemoryEventBus, UnknownRunErr
 from ..streaming import AnyStreamEvent, RunState, StreamEventType, run_stream
 from ..streaming.state import ToolCall
 from ..streaming.types import agent_end_event, error_event, tool_end_event
-from ._wire import RunInfo, RunStatusName, RunSummary, RunUsageInfo
+from ._wire import ADMIN, RunInfo, RunStatusName, RunSummary, RunUsageInfo
 
 __all__ = ("RunRecord", "RunRegistry", "ServerDraining", "TooManyRuns")
 
@@ -90,6 +90,8 @@ class RunRecord:
     finished_monotonic: float | None = None
     local: bool = True
     """Run by this process (`False`: described from the log of a run another process owns)."""
+    principal: str | None = None
+    """Who started it (see `Authenticate`); only they and `admin` see it. `None`: started before users."""
 
     def observe(self, event: AnyStreamEvent) -> None:
         self.state.apply(event)
@@ -304,16 +306,19 @@ class RunRegistry:
         message_history: Sequence[ModelMessage] | None = None,
         model: Model | None = None,
         model_name: str | None = None,
+        principal: str | None = None,
     ) -> RunRecord:
         """Start a run in its own task and return at once; `TooManyRuns` when the limit is reached."""
         await self.prune()
         self._check_capacity()
-        record = RunRecord(run_id=str(uuid.uuid4()), prompt=prompt, model=model_name)
+        record = RunRecord(run_id=str(uuid.uuid4()), prompt=prompt, model=model_name, principal=principal)
         self._running += 1
         self._runs[record.run_id] = record
         meta = {"prompt": prompt, "created_at": record.created_at.isoformat(), "owner": self.owner}
         if model_name is not None:
             meta["model"] = model_name
+        if principal is not None:
+            meta["principal"] = principal
         try:
             await self.bus.open(record.run_id, meta)
             await self.bus.renew(self.owner, [record.run_id], self.lease_seconds)
@@ -410,6 +415,7 @@ class RunRegistry:
                 model=meta.get("model") or None,
                 created_at=_parse_time(meta.get("created_at")) or datetime.now(UTC),
                 local=False,
+                principal=meta.get("principal") or None,
             )
             self._remote[run_id] = record
             while len(self._remote) > max(self.max_retained_runs, 1):
@@ -426,14 +432,14 @@ class RunRegistry:
             return None
         return record
 
-    async def list(self) -> list[RunRecord | RunSummary]:
-        """The runs held, this process's and the fleet's, newest first."""
+    async def list(self, principal: str | None = None) -> list[RunRecord | RunSummary]:
+        """The runs held, this process's and the fleet's, newest first; those `principal` may see."""
         await self.prune()
-        local = list(self._runs.values())
+        local = [r for r in self._runs.values() if _visible(r.principal, principal)]
         others = [run_id for run_id in await self.bus.run_ids(self.max_retained_runs) if run_id not in self._runs]
         summaries: list[RunRecord | RunSummary] = list(local)
         for run_id, meta in zip(others, await self.bus.metas(others), strict=True):
-            if meta is None:
+            if meta is None or not _visible(meta.get("principal") or None, principal):
                 continue
             summaries.append(
                 _summary(
@@ -447,19 +453,22 @@ class RunRegistry:
             )
         return sorted(summaries, key=lambda r: r.created_at, reverse=True)[: max(self.max_retained_runs, 1)]
 
-    async def require(self, run_id: str) -> RunRecord:
-        """The run's record; `UnknownRunError` when it never existed or was dropped."""
+    async def require(self, run_id: str, principal: str | None = None) -> RunRecord:
+        """The run's record; `UnknownRunError` when it never existed, was dropped, or is not `principal`'s.
+
+        Another principal's run is unknown, not forbidden: its id tells the caller nothing.
+        """
         record = await self.get(run_id)
-        if record is None:
+        if record is None or not _visible(record.principal, principal):
             raise UnknownRunError(run_id)
         return record
 
-    async def cancel(self, run_id: str) -> RunRecord:
+    async def cancel(self, run_id: str, principal: str | None = None) -> RunRecord:
         """Ask a running run to stop; a finished one is left as it is. `UnknownRunError` for no such run.
 
         A run another process owns is cancelled by its owner, which hears the request through the bus.
         """
-        record = await self.require(run_id)
+        record = await self.require(run_id, principal)
         if record.status == "running":
             record.token.cancel()
             if not record.local:
@@ -601,6 +610,11 @@ class RunRegistry:
             self._prune_timer = None
         if self._chores:
             await asyncio.gather(*self._chores, return_exceptions=True)
+
+
+def _visible(owner: str | None, principal: str | None) -> bool:
+    """Whether `principal` may see a run `owner` started: its own, or any for `admin` (and for no principal)."""
+    return principal is None or principal == ADMIN or owner == principal
 
 
 def _overflow_message(outbox: _Outbox) -> str:

@@ -24,7 +24,7 @@ import uvicorn
 from pydantic_ai.models import Model
 
 from ..bus import BusUnavailableError, RedisEventBus
-from ._app import TOKEN_ENV_VAR, bus_from_url, create_app
+from ._app import TOKEN_ENV_VAR, bus_from_url, create_app, read_tokens_file
 from ._context import ServerContext
 
 __all__ = ("ServeOptions", "ServerConfigError", "check_bind", "is_loopback", "openapi_schema", "serve")
@@ -83,6 +83,8 @@ class ServeOptions:
     """Web page origins allowed to call the server (CORS), e.g. `http://localhost:3000`; `*` needs a token."""
     allowed_hosts: Sequence[str] | None = None
     """Host names the server answers to besides loopback ones (without a token: only those)."""
+    tokens_file: str | None = None
+    """A file of `NAME TOKEN` lines: each token's holder is a user who sees only their own runs."""
     log_level: str = "info"
 
 
@@ -95,7 +97,11 @@ def serve(options: ServeOptions | None = None, **settings: Any) -> None:
     """
     options = options or ServeOptions(**settings)
     token = options.token or os.environ.get(TOKEN_ENV_VAR) or None
-    check_bind(options.host, token)
+    try:
+        tokens = read_tokens_file(options.tokens_file) if options.tokens_file else None
+    except ValueError as exc:
+        raise ServerConfigError(str(exc)) from None
+    check_bind(options.host, token or (next(iter(tokens.values())) if tokens else None))
     try:
         bus = bus_from_url(options.bus, prefix=options.bus_prefix)
     except ValueError as exc:
@@ -121,6 +127,7 @@ def serve(options: ServeOptions | None = None, **settings: Any) -> None:
             flush_interval=options.flush_interval,
             cors_origins=options.cors_origins,
             allowed_hosts=options.allowed_hosts,
+            tokens=tokens,
         )
     except ValueError as exc:
         raise ServerConfigError(str(exc)) from None

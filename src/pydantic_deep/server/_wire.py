@@ -10,9 +10,13 @@ from pydantic import BaseModel, Field, field_validator
 from pydantic_ai.messages import ModelMessage
 from pydantic_core import PydanticCustomError
 
-__all__ = ("RunCreated", "RunInfo", "RunList", "RunRequest", "RunStatusName", "RunSummary", "RunUsageInfo")
+__all__ = ("ADMIN", "RunCreated", "RunInfo", "RunList", "RunRequest", "RunStatusName", "RunSummary", "RunUsageInfo")
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
+
+ADMIN = "admin"
+"""The principal that sees every run: the holder of the single `token`, a tokens-file entry named so, or
+everyone when no authentication is configured (a server on this machine only)."""
 
 RunStatusName = Literal["running", "succeeded", "failed", "cancelled"]
 
