@@ -119,10 +119,10 @@ def test_the_tokens_file(tmp_path: Path) -> None:
         create_app(Script(["x"]).agent(), tokens={"alice": "same", "bob": "same"})
     with pytest.raises(ServerConfigError, match="cannot read the tokens file"):
         serve(tokens_file=str(tmp_path / "missing"))
-    with pytest.raises(ServerConfigError, match="refusing to listen on '0.0.0.0' without a token"):
+    with pytest.raises(ServerConfigError, match=r"refusing to listen on '0\.0\.0\.0' without a token"):
         serve(host="0.0.0.0")
     (tmp_path / "users").write_text("alice alice-secret\n")
-    with pytest.raises(ServerConfigError, match="no such model|unknown model"):  # got past the token check
+    with pytest.raises(ServerConfigError, match=r"no such model|unknown model"):  # got past the token check
         serve(host="0.0.0.0", tokens_file=str(tmp_path / "users"), model="no-such-model")
 
 

@@ -50,7 +50,7 @@ _BEARER_PREFIX = "bearer."
 PRINCIPAL_SCOPE_KEY = "pydantic_deep.principal"
 """Where `Authenticate` leaves the request's principal in the ASGI scope."""
 
-AuthFunction = Callable[[HTTPConnection], "str | None | Awaitable[str | None]"]
+AuthFunction = Callable[[HTTPConnection], "str | Awaitable[str | None] | None"]
 """An application's own authentication: the principal for a request (or WebSocket handshake), or `None`."""
 
 
