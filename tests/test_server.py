@@ -528,7 +528,8 @@ async def test_retention_holds_one_timer_however_many_runs_finish() -> None:
                 await all_events(http, await start(http, f"run {n}"))
             counts.append(timers())
         assert len((await http.get("/runs")).json()["runs"]) == 2
-    assert counts[0] == counts[1]
+    # Other timers come and go (a reader's keep-alive wait); one per retained run would add 27 here.
+    assert abs(counts[1] - counts[0]) <= 2, counts
 
 
 class FollowedBus(InMemoryEventBus):
@@ -665,9 +666,12 @@ def test_published_openapi_schema_is_current() -> None:
         "/runs/{run_id}",
         "/runs/{run_id}/cancel",
         "/runs/{run_id}/events",
+        "/runs/{run_id}/messages",
         "/vercel-ai",
     ]
-    assert sorted(paths["/runs"]["post"]["responses"]) == ["201", "401", "403", "413", "421", "422", "429", "503"]
+    assert sorted(paths["/runs"]["post"]["responses"]) == [
+        "201", "401", "403", "404", "409", "413", "421", "422", "429", "503"
+    ]  # fmt: skip
     assert sorted(paths["/runs"]["get"]["responses"]) == ["200", "401", "421"]
     assert sorted(paths["/ag-ui"]["post"]["responses"]) == [
         "200",

@@ -253,6 +253,13 @@ class FlakyBus:
     async def run_ids(self, limit: int) -> list[str]:
         return await self.inner.run_ids(limit)
 
+    async def save_messages(self, run_id: str, messages: str) -> None:
+        self._check()
+        await self.inner.save_messages(run_id, messages)
+
+    async def messages(self, run_id: str) -> str | None:
+        return await self.inner.messages(run_id)
+
     async def renew(self, owner: str, run_ids: Collection[str], seconds: float) -> None:
         self._check()
 

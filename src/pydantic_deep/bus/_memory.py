@@ -18,6 +18,7 @@ class _Log(LogCopy):
     """A log, its JSON and frames made once as each event is appended, and what `open` was given."""
 
     meta: dict[str, str] = field(default_factory=dict[str, str])
+    messages: str | None = None
 
 
 class InMemoryEventBus:
@@ -99,6 +100,13 @@ class InMemoryEventBus:
 
     async def run_ids(self, limit: int) -> list[str]:
         return list(reversed(self._logs))[:limit]
+
+    async def save_messages(self, run_id: str, messages: str) -> None:
+        self._log(run_id).messages = messages
+
+    async def messages(self, run_id: str) -> str | None:
+        log = self._logs.get(run_id)
+        return None if log is None else log.messages
 
     async def renew(self, owner: str, run_ids: Collection[str], seconds: float) -> None:
         """Nothing to do: every run of an in-process bus lives and dies with this process."""

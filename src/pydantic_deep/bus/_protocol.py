@@ -147,6 +147,15 @@ class EventBus(Protocol):
         """The runs whose logs are held, newest first, at most `limit`."""
         ...
 
+    async def save_messages(self, run_id: str, messages: str) -> None:
+        """Keep the run's conversation (Pydantic AI's messages JSON) with its log, dropped with it;
+        `UnknownRunError` if the log is not held."""
+        ...
+
+    async def messages(self, run_id: str) -> str | None:
+        """What `save_messages` kept for the run, or `None`."""
+        ...
+
     async def renew(self, owner: str, run_ids: Collection[str], seconds: float) -> None:
         """Hold a lease of `seconds` on each run for `owner` (the process running it)."""
         ...

@@ -7,6 +7,7 @@ Keys, all under `prefix`:
                       event and so also refuses any append after the close
     meta:<run_id>     a hash: what `open` was given, then `status` and `finished_at` at the run's end
     lease:<run_id>    the process running the run, while it lives (renewed; it expires when the process dies)
+    messages:<run_id> the run's conversation as it ended (Pydantic AI's messages JSON), kept as long as the log
     runs              a sorted set of run ids by creation time (listing across processes)
     live              the set of runs whose log is open (where lapsed leases are looked for)
     control           a short stream of messages to every process (cancel requests)
@@ -247,6 +248,7 @@ class RedisEventBus:
         pipe = self._redis.pipeline(transaction=False)
         pipe.expire(key, self.retention_seconds)
         pipe.expire(f"{self.prefix}meta:{run_id}", self.retention_seconds)
+        pipe.expire(f"{self.prefix}messages:{run_id}", self.retention_seconds)
         pipe.srem(f"{self.prefix}live", run_id)
         pipe.delete(f"{self.prefix}lease:{run_id}")
         await _reachable(pipe.execute())
@@ -266,7 +268,7 @@ class RedisEventBus:
             with contextlib.suppress(ResponseError):  # wake followers blocked on the stream before it goes
                 await _reachable(self._redis.xadd(key, {"kind": "closed"}, id=_CLOSED_ID))
         pipe = self._redis.pipeline(transaction=False)
-        for name in (key, f"{self.prefix}meta:{run_id}", f"{self.prefix}lease:{run_id}"):
+        for name in (key, *(f"{self.prefix}{kind}:{run_id}" for kind in ("meta", "lease", "messages"))):
             pipe.delete(name)
         pipe.zrem(f"{self.prefix}runs", run_id)
         pipe.srem(f"{self.prefix}live", run_id)
@@ -389,6 +391,14 @@ class RedisEventBus:
         if gone:  # expired with their retention: drop them from the index too
             await _reachable(self._redis.zrem(index, *gone))
         return [run_id for run_id, here in zip(ids, present, strict=True) if here]
+
+    async def save_messages(self, run_id: str, messages: str) -> None:
+        if not await _reachable(self._redis.exists(self._key(run_id))):
+            raise UnknownRunError(run_id)
+        await _reachable(self._redis.set(f"{self.prefix}messages:{run_id}", messages))
+
+    async def messages(self, run_id: str) -> str | None:
+        return cast(str | None, await _reachable(self._redis.get(f"{self.prefix}messages:{run_id}")))
 
     # ---- leases and messages ---------------------------------------------------------------------------
 

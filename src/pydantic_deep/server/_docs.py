@@ -12,6 +12,7 @@ _DESCRIPTIONS = {
     401: "A token is configured and the request did not carry it.",
     403: "Sent from a web page on an origin this server does not allow (`--cors-origin`).",
     404: "No such run (never started, or dropped after the retention time).",
+    409: "The run has no conversation to give yet: it is still running, or ended before it had one.",
     413: "The prompt or the request body is over the limit.",
     415: "The body is not sent as `Content-Type: application/json`.",
     421: "Addressed to a host name this server does not answer to (`--allowed-host`).",

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import warnings
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, WebSocket
 from fastapi.responses import Response
-from pydantic_ai.messages import ModelMessage, sanitize_messages
+from pydantic_ai.messages import ModelMessage, ModelMessagesTypeAdapter, sanitize_messages
 from pydantic_ai.models import Model
 from starlette.websockets import WebSocketDisconnect
 
@@ -34,15 +35,29 @@ router = APIRouter(prefix="/runs", tags=["runs"])
     status_code=201,
     response_model=RunCreated,
     summary="Start a run",
-    responses=json_errors(401, 413, 422, 429, 503),
+    responses=json_errors(401, 404, 409, 413, 422, 429, 503),
 )
 async def start_run(body: RunRequest, response: Response, context: Context, principal: Principal) -> RunCreated:
     """Start a run that executes whether or not anyone watches; follow it at `/runs/{run_id}/events`."""
     context.check_prompt(body.prompt)
     history = _parse_history(body.message_history)
+    earlier = None
+    if body.continue_from is not None:
+        if history is not None:
+            message = "give message_history or continue_from, not both"
+            raise ApiError.invalid([FieldError(field="continue_from", message=message)])
+        history = ModelMessagesTypeAdapter.validate_python(
+            json.loads(await _conversation(context, body.continue_from, principal))
+        )
+        earlier = await context.runs.require(body.continue_from, principal)
     run_model = _pick_model(body.model)
     record = await context.runs.start(
-        body.prompt, message_history=history, model=run_model, model_name=body.model, principal=principal
+        body.prompt,
+        message_history=history,
+        model=run_model,
+        model_name=body.model,
+        principal=principal,
+        continue_from=earlier,
     )
     response.headers["Location"] = f"/runs/{record.run_id}"
     return RunCreated(run_id=record.run_id)
@@ -62,6 +77,27 @@ async def list_runs(context: Context, principal: Principal) -> RunList:
 async def get_run(run_id: str, context: Context, principal: Principal) -> RunInfo:
     """Status (`running`, `succeeded`, `failed`, `cancelled`), timestamps, usage so far, output when done."""
     return (await context.runs.require(run_id, principal)).info()
+
+
+@router.get(
+    "/{run_id}/messages",
+    response_model=list[ModelMessage],
+    summary="A finished run's conversation",
+    responses=json_errors(401, 404, 409),
+)
+async def run_messages(run_id: str, context: Context, principal: Principal) -> Response:
+    """The run's messages as it ended, in Pydantic AI's JSON (`ModelMessagesTypeAdapter`): send them back as
+    `message_history`, or start the next turn with `continue_from`."""
+    return Response(await _conversation(context, run_id, principal), media_type="application/json")
+
+
+async def _conversation(context: ServerContext, run_id: str, principal: str | None) -> str:
+    messages = await context.runs.messages(run_id, principal)
+    if messages is None:
+        record = await context.runs.require(run_id, principal)
+        reason = "it is still running" if record.status == "running" else "it ended before it had one"
+        raise ApiError(409, "no_conversation", f"run {run_id!r} has no conversation yet: {reason}", field="run_id")
+    return messages
 
 
 @router.post(

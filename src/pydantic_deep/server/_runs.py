@@ -20,6 +20,7 @@ their logs.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import socket
@@ -30,12 +31,14 @@ from collections.abc import Callable, Sequence
 from contextlib import aclosing, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from pydantic_ai import CancellationToken
 from pydantic_ai.agent import AbstractAgent
-from pydantic_ai.messages import ModelMessage
+from pydantic_ai.messages import ModelMessage, ModelMessagesTypeAdapter
 from pydantic_ai.models import Model
+from pydantic_ai.workspaces import WorkspaceBackend
 
 from ..bus import BusUnavailableError, EventBus, InMemoryEventBus, UnknownRunError
 from ..streaming import AnyStreamEvent, RunState, StreamEventType, run_stream
@@ -92,6 +95,10 @@ class RunRecord:
     """Run by this process (`False`: described from the log of a run another process owns)."""
     principal: str | None = None
     """Who started it (see `Authenticate`); only they and `admin` see it. `None`: started before users."""
+    messages: str | None = None
+    """The conversation as the run ended (Pydantic AI's messages JSON), once it has."""
+    deps: Any = None
+    """The run's deps (its workspace: the files it wrote), kept while the run is, for the next turn."""
 
     def observe(self, event: AnyStreamEvent) -> None:
         self.state.apply(event)
@@ -307,8 +314,14 @@ class RunRegistry:
         model: Model | None = None,
         model_name: str | None = None,
         principal: str | None = None,
+        continue_from: RunRecord | None = None,
     ) -> RunRecord:
-        """Start a run in its own task and return at once; `TooManyRuns` when the limit is reached."""
+        """Start a run in its own task and return at once; `TooManyRuns` when the limit is reached.
+
+        A run that continues another (`continue_from`, with its messages as `message_history`) works in
+        the same workspace when this process ran it (its files are there); otherwise, and for a history
+        the client sent, in a fresh one.
+        """
         await self.prune()
         self._check_capacity()
         record = RunRecord(run_id=str(uuid.uuid4()), prompt=prompt, model=model_name, principal=principal)
@@ -326,25 +339,39 @@ class RunRegistry:
             self._running -= 1
             del self._runs[record.run_id]
             raise
+        earlier = continue_from.deps if continue_from is not None and continue_from.local else None
+        record.deps = earlier if earlier is not None else self.deps()
+        # A history from elsewhere names a workspace this run does not hold: work in the deps' own.
+        backend = getattr(record.deps, "backend", None)
+        fresh = message_history and earlier is None and isinstance(backend, WorkspaceBackend)
+        workspace = backend if fresh and isinstance(backend, WorkspaceBackend) else None
         record.task = asyncio.create_task(
-            self._execute(record, message_history, model), name=f"pydantic-deep run {record.run_id}"
+            self._execute(record, message_history, model, workspace), name=f"pydantic-deep run {record.run_id}"
         )
         return record
 
-    async def _execute(self, record: RunRecord, history: Sequence[ModelMessage] | None, model: Model | None) -> None:
+    async def _execute(
+        self,
+        record: RunRecord,
+        history: Sequence[ModelMessage] | None,
+        model: Model | None,
+        workspace: WorkspaceBackend | None,
+    ) -> None:
         run_id = record.run_id
         outbox = _Outbox(self.bus, run_id, self.max_buffered_events)
         try:
             stream = run_stream(
                 self.agent,
                 record.prompt,
-                self.deps(),
+                record.deps,
                 message_history=history,
+                workspace=workspace,
                 cancellation_token=record.token,
                 model=model,
                 run_id=run_id,
                 run_timeout=self.run_timeout,
                 idle_timeout=self.idle_timeout,
+                on_messages=partial(self._keep_messages, record),
             )
             async with aclosing(stream) as events:
                 async for event in events:
@@ -369,6 +396,22 @@ class RunRegistry:
             self._settle(record)
             await self._flush_and_close(run_id, outbox)
             self._schedule_prune()
+
+    async def _keep_messages(self, record: RunRecord, messages: list[ModelMessage]) -> None:
+        """Keep the conversation as the run ends, here and on the bus (for the fleet), before its `agent_end`."""
+        # ASCII JSON: text that is not valid Unicode (a lone surrogate from a tool) travels as an escape.
+        record.messages = json.dumps(ModelMessagesTypeAdapter.dump_python(messages, mode="json"), ensure_ascii=True)
+        try:
+            await self.bus.save_messages(record.run_id, record.messages)
+        except (BusUnavailableError, UnknownRunError) as exc:  # this process still has them
+            logger.warning("run %s: its messages are kept in this process only: %s", record.run_id, exc)
+
+    async def messages(self, run_id: str, principal: str | None = None) -> str | None:
+        """The run's conversation as it ended (JSON), `None` while it runs or when it ended without one."""
+        record = await self.require(run_id, principal)
+        if record.status == "running":
+            return None
+        return record.messages or await self.bus.messages(run_id)
 
     def _end_in_log(self, record: RunRecord, outbox: _Outbox, exception_type: str, message: str) -> None:
         """End a run whose stream stopped short: close its open tool calls, then `error` and `agent_end`."""

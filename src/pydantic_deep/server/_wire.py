@@ -39,6 +39,13 @@ class RunRequest(BaseModel):
         default=None,
         description="A model for this run only, e.g. `openai:gpt-4o` or `demo`; the server's model when omitted.",
     )
+    continue_from: str | None = Field(
+        default=None,
+        description=(
+            "A finished run to continue: its conversation (`GET /runs/{run_id}/messages`) comes before this "
+            "prompt. Not with `message_history`."
+        ),
+    )
 
     @field_validator("prompt")
     @classmethod
@@ -47,7 +54,7 @@ class RunRequest(BaseModel):
             raise PydanticCustomError("empty_prompt", "must not be empty")
         return value
 
-    @field_validator("prompt", "message_history", "model", mode="before")
+    @field_validator("prompt", "message_history", "model", "continue_from", mode="before")
     @classmethod
     def _valid_text(cls, value: Any) -> Any:
         require_valid_text(value)

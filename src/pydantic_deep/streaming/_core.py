@@ -10,11 +10,13 @@ becomes is `_translate`'s business.
 from __future__ import annotations
 
 import asyncio
+import inspect
+import logging
 import time
 import uuid
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from pydantic_ai import Agent, AgentRunResult, CancellationToken
 from pydantic_ai.agent import AbstractAgent
@@ -22,6 +24,7 @@ from pydantic_ai.exceptions import RunCancelled
 from pydantic_ai.messages import ModelMessage
 from pydantic_ai.models import Model
 from pydantic_ai.usage import RunUsage, UsageLimits
+from pydantic_ai.workspaces import WorkspaceBackend
 
 from .._engine import jsonable, model_label
 from ._handoff import Handoff
@@ -81,6 +84,9 @@ class _Deadlines:
             raise IdleTimeoutError(self.idle_timeout or 0) from None
 
 
+logger = logging.getLogger("pydantic_deep.streaming")
+
+
 @dataclass(kw_only=True)
 class StreamOptions:
     """How one run is streamed; the public views fill it in."""
@@ -94,6 +100,8 @@ class StreamOptions:
     run_id: str | None = None
     run_timeout: float | None = None
     idle_timeout: float | None = None
+    on_messages: Callable[[list[ModelMessage]], Any] | None = None
+    workspace: WorkspaceBackend | Literal["new"] | None = None
 
 
 @dataclass(kw_only=True)
@@ -202,6 +210,7 @@ async def _drive(
                 cancellation_token=options.cancellation_token,
                 run_id=run_id,
                 capabilities=[StreamTap()],
+                workspace=options.workspace,
             ) as run,
         ):
             current = run
@@ -259,5 +268,15 @@ async def _drive(
         duration_seconds=time.perf_counter() - started,
         output=output,
     )
+    if options.on_messages is not None:
+        messages = outcome.result.all_messages() if outcome.result is not None else None
+        if messages is None and current is not None:
+            messages = current.all_messages()
+        try:
+            result = options.on_messages(list(messages or []))
+            if inspect.isawaitable(result):
+                await result
+        except Exception:  # the caller's bug: it must not cost the stream its end
+            logger.exception("on_messages failed; the run's end is sent all the same")
     await put(tr.make(root, StreamEventType.AGENT_END, end))
     await put(outcome.error if outcome.status == "failed" and outcome.error is not None else _END)

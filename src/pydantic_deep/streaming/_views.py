@@ -6,13 +6,14 @@ import asyncio
 import inspect
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import aclosing
-from typing import Any, TypedDict, Unpack
+from typing import Any, Literal, TypedDict, Unpack
 
 from pydantic_ai import AgentRunResult, CancellationToken
 from pydantic_ai.agent import AbstractAgent
 from pydantic_ai.messages import ModelMessage
 from pydantic_ai.models import Model
 from pydantic_ai.usage import UsageLimits
+from pydantic_ai.workspaces import WorkspaceBackend
 
 from ._core import RunOutcome, StreamOptions, stream_run
 from .types import AnyStreamEvent, StreamEventType
@@ -52,6 +53,12 @@ class RunOptions(TypedDict, total=False):
     """Seconds the whole run may take; past it the run ends `failed` with a `RunTimeoutError`."""
     idle_timeout: float | None
     """Seconds the model and tools may go without an event; past it the run ends `failed` with an `IdleTimeoutError`."""
+    on_messages: Callable[[list[ModelMessage]], Any] | None
+    workspace: WorkspaceBackend | Literal["new"] | None
+    """The run's workspace, as Pydantic AI's `workspace=`: e.g. the deps' `backend`, to continue a
+    `message_history` made in another workspace (a deep agent refuses to redirect a run to it)."""
+    """Called (sync or async) once as the run ends, whatever its status, with the conversation so far
+    (`all_messages()`, to pass as `message_history` next time), before `agent_end` is sent."""
 
 
 def _options(options: RunOptions, *, tool_args_deltas: bool = False) -> StreamOptions:
