@@ -20,12 +20,20 @@ from pydantic_deep.server import create_app
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
-def buses(kind: str) -> tuple[EventBus, EventBus]:
+async def buses(kind: str) -> tuple[EventBus, EventBus]:
+    """Two servers' buses: one in-process bus shared, or two clients of one Redis prefix (skips without Redis)."""
     if kind == "memory":
         bus = InMemoryEventBus()
         return bus, bus
     prefix = f"pydantic-deep-test:{uuid.uuid4().hex}:"
-    return RedisEventBus(REDIS_URL, prefix=prefix), RedisEventBus(REDIS_URL, prefix=prefix)
+    here, there = RedisEventBus(REDIS_URL, prefix=prefix), RedisEventBus(REDIS_URL, prefix=prefix)
+    try:
+        await here.ping()
+    except Exception as exc:
+        await here.aclose()
+        await there.aclose()
+        pytest.skip(f"Redis is not reachable at {REDIS_URL} ({type(exc).__name__}); run `make services`")
+    return here, there
 
 
 async def finish(http: httpx.AsyncClient, run_id: str) -> list[dict[str, Any]]:
@@ -46,12 +54,7 @@ def turns(messages: list[Any]) -> list[tuple[str, str]]:
 
 @pytest.mark.parametrize("kind", ["memory", pytest.param("redis", marks=pytest.mark.redis)])
 async def test_a_conversation_continues_from_a_runs_messages(kind: str) -> None:
-    here, there = buses(kind)
-    if kind == "redis":
-        try:
-            await here.ping()  # type: ignore[attr-defined]
-        except Exception as exc:
-            pytest.skip(f"Redis is not reachable at {REDIS_URL} ({type(exc).__name__}); run `make services`")
+    here, there = await buses(kind)
     script = Script(["an answer"])
     try:
         async with client(create_app(script.agent(), bus=here)) as first:
@@ -111,12 +114,7 @@ async def test_a_running_run_has_no_conversation_yet_and_a_failed_one_keeps_its_
 @pytest.mark.parametrize("kind", ["memory", pytest.param("redis", marks=pytest.mark.redis)])
 async def test_the_next_turn_works_in_the_same_workspace_where_it_can(kind: str) -> None:
     """Here the second turn finds the first turn's files; on another server of the fleet it starts afresh."""
-    here, there = buses(kind)
-    if kind == "redis":
-        try:
-            await here.ping()  # type: ignore[attr-defined]
-        except Exception as exc:
-            pytest.skip(f"Redis is not reachable at {REDIS_URL} ({type(exc).__name__}); run `make services`")
+    here, there = await buses(kind)
     made: list[DeepAgentDeps] = []
 
     def deps() -> DeepAgentDeps:

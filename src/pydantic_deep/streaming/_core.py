@@ -34,6 +34,8 @@ from .types import AgentEndData, AgentStartData, AnyStreamEvent, ErrorData, Prog
 
 __all__ = ("IdleTimeoutError", "RunOutcome", "RunTimeoutError", "StreamOptions", "stream_run")
 
+logger = logging.getLogger("pydantic_deep.streaming")
+
 
 class RunTimeoutError(TimeoutError):
     """The run went on longer than its `run_timeout`: it ends `failed` with this as its `error` event."""
@@ -83,8 +85,6 @@ class _Deadlines:
                 raise RunTimeoutError(self.run_timeout or 0) from None
             raise IdleTimeoutError(self.idle_timeout or 0) from None
 
-
-logger = logging.getLogger("pydantic_deep.streaming")
 
 
 @dataclass(kw_only=True)
