@@ -86,7 +86,6 @@ class _Deadlines:
             raise IdleTimeoutError(self.idle_timeout or 0) from None
 
 
-
 @dataclass(kw_only=True)
 class StreamOptions:
     """How one run is streamed; the public views fill it in."""
