@@ -231,3 +231,32 @@ def test_dashboard_shows_a_failed_run_in_red(browser: Browser) -> None:
         assert page.get_by_test_id("answer").text_content() == "Starting, then "
         screenshot(page, "dashboard-failed.png")
         assert problems == []
+
+
+def test_dashboard_continues_a_conversation(browser: Browser) -> None:
+    app = create_app(create_deep_agent(demo_model(delay=0)))
+    with serve(app) as base, open_page(browser, f"{base}/") as (page, problems):
+        bodies: list[dict[str, Any]] = []
+
+        def on_request(request: Request) -> None:
+            if request.method == "POST" and request.url.endswith("/runs"):
+                bodies.append(json.loads(request.post_data or "{}"))
+
+        page.on("request", on_request)
+        expect(page.get_by_test_id("continue-input")).to_be_disabled()  # nothing to continue yet
+        submit(page, "Plan a picnic")
+        expect(page.get_by_test_id("run-status")).to_have_text("succeeded", timeout=WAIT_MS)
+        first = page.get_by_test_id("run-id").text_content()
+        page.get_by_test_id("continue-input").check()
+        submit(page, "Make it a barbecue")
+        expect(page.get_by_test_id("run-id")).not_to_have_text(first or "", timeout=WAIT_MS)
+        expect(page.get_by_test_id("run-status")).to_have_text("succeeded", timeout=WAIT_MS)
+        second = page.get_by_test_id("run-id").text_content()
+        # The chat goes on: the box stays checked for the next turn.
+        expect(page.get_by_test_id("continue-input")).to_be_checked()
+        assert problems == []
+        messages = httpx.get(f"{base}/runs/{second}/messages", timeout=30).json()
+    prompts = [p["content"] for m in messages for p in m["parts"] if p["part_kind"] == "user-prompt"]
+    assert prompts == ["Plan a picnic", "Make it a barbecue"]
+    assert bodies == [{"prompt": "Plan a picnic"}, {"prompt": "Make it a barbecue", "continue_from": first}]
+    assert second and second != first
