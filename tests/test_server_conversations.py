@@ -12,6 +12,7 @@ import httpx
 import pytest
 from pydantic_ai.messages import ModelMessagesTypeAdapter, ModelRequest, ModelResponse, TextPart, UserPromptPart
 
+from _fleet_helpers import redis_or_skip
 from _server_helpers import Script, client, events_of, parse_sse
 from pydantic_deep import DeepAgentDeps, create_deep_agent, demo_model
 from pydantic_deep.bus import EventBus, InMemoryEventBus, RedisEventBus
@@ -26,14 +27,8 @@ async def buses(kind: str) -> tuple[EventBus, EventBus]:
         bus = InMemoryEventBus()
         return bus, bus
     prefix = f"pydantic-deep-test:{uuid.uuid4().hex}:"
-    here, there = RedisEventBus(REDIS_URL, prefix=prefix), RedisEventBus(REDIS_URL, prefix=prefix)
-    try:
-        await here.ping()
-    except Exception as exc:
-        await here.aclose()
-        await there.aclose()
-        pytest.skip(f"Redis is not reachable at {REDIS_URL} ({type(exc).__name__}); run `make services`")
-    return here, there
+    redis_or_skip(REDIS_URL)
+    return RedisEventBus(REDIS_URL, prefix=prefix), RedisEventBus(REDIS_URL, prefix=prefix)
 
 
 async def finish(http: httpx.AsyncClient, run_id: str) -> list[dict[str, Any]]:

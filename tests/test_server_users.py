@@ -18,6 +18,7 @@ import pytest
 from httpx_ws import WebSocketDisconnect, aconnect_ws
 from starlette.requests import HTTPConnection
 
+from _fleet_helpers import REDIS_URL, redis_or_skip
 from _server_helpers import Script, client, events_of, live_server, parse_sse
 from pydantic_deep.bus import RedisEventBus
 from pydantic_deep.server import ServerConfigError, create_app, read_tokens_file, serve
@@ -76,16 +77,10 @@ async def test_another_principal_cannot_follow_a_run_over_websocket() -> None:
 
 @pytest.mark.redis
 async def test_ownership_holds_across_the_fleet() -> None:
+    redis_or_skip()
     prefix = f"pydantic-deep-test:{uuid.uuid4().hex}:"
-    here, there = (
-        RedisEventBus("redis://127.0.0.1:6379/0", prefix=prefix),
-        RedisEventBus("redis://127.0.0.1:6379/0", prefix=prefix),
-    )
+    here, there = RedisEventBus(REDIS_URL, prefix=prefix), RedisEventBus(REDIS_URL, prefix=prefix)
     try:
-        try:
-            await here.ping()
-        except Exception as exc:
-            pytest.skip(f"Redis is not reachable ({type(exc).__name__}); run `make services`")
         script = Script(["fleet"])
         async with client(create_app(script.agent(), bus=here, tokens=TOKENS)) as first:
             run_id = (await first.post("/runs", json={"prompt": "x"}, headers=bearer("alice"))).json()["run_id"]

@@ -46,10 +46,8 @@ async def start_run(body: RunRequest, response: Response, context: Context, prin
         if history is not None:
             message = "give message_history or continue_from, not both"
             raise ApiError.invalid([FieldError(field="continue_from", message=message)])
-        history = ModelMessagesTypeAdapter.validate_python(
-            json.loads(await _conversation(context, body.continue_from, principal))
-        )
         earlier = await context.runs.require(body.continue_from, principal)
+        history = ModelMessagesTypeAdapter.validate_python(json.loads(await _conversation(context, earlier)))
     run_model = _pick_model(body.model)
     record = await context.runs.start(
         body.prompt,
@@ -88,15 +86,17 @@ async def get_run(run_id: str, context: Context, principal: Principal) -> RunInf
 async def run_messages(run_id: str, context: Context, principal: Principal) -> Response:
     """The run's messages as it ended, in Pydantic AI's JSON (`ModelMessagesTypeAdapter`): send them back as
     `message_history`, or start the next turn with `continue_from`."""
-    return Response(await _conversation(context, run_id, principal), media_type="application/json")
+    record = await context.runs.require(run_id, principal)
+    return Response(await _conversation(context, record), media_type="application/json")
 
 
-async def _conversation(context: ServerContext, run_id: str, principal: str | None) -> str:
-    messages = await context.runs.messages(run_id, principal)
+async def _conversation(context: ServerContext, record: RunRecord) -> str:
+    """The run's messages (JSON), or 409 while it runs or when it ended without a conversation."""
+    messages = await context.runs.messages(record)
     if messages is None:
-        record = await context.runs.require(run_id, principal)
         reason = "it is still running" if record.status == "running" else "it ended before it had one"
-        raise ApiError(409, "no_conversation", f"run {run_id!r} has no conversation yet: {reason}", field="run_id")
+        message = f"run {record.run_id!r} has no conversation yet: {reason}"
+        raise ApiError(409, "no_conversation", message, field="run_id")
     return messages
 
 

@@ -406,12 +406,11 @@ class RunRegistry:
         except (BusUnavailableError, UnknownRunError) as exc:  # this process still has them
             logger.warning("run %s: its messages are kept in this process only: %s", record.run_id, exc)
 
-    async def messages(self, run_id: str, principal: str | None = None) -> str | None:
+    async def messages(self, record: RunRecord) -> str | None:
         """The run's conversation as it ended (JSON), `None` while it runs or when it ended without one."""
-        record = await self.require(run_id, principal)
         if record.status == "running":
             return None
-        return record.messages or await self.bus.messages(run_id)
+        return record.messages or await self.bus.messages(record.run_id)
 
     def _end_in_log(self, record: RunRecord, outbox: _Outbox, exception_type: str, message: str) -> None:
         """End a run whose stream stopped short: close its open tool calls, then `error` and `agent_end`."""
