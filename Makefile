@@ -26,7 +26,8 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format src tests bench
 
 # Services the suite drives for real: tmux for the terminal check, Redis for the bus, Chromium for the
-# dashboard. Each is installed or started here when missing; the tests skip with a reason only if that fails.
+# dashboard, the npm packages of tests/js for the JavaScript clients. Each is installed or started here
+# when missing; the tests skip with a reason only if that fails.
 services:
 	@bash scripts/services.sh
 

@@ -24,4 +24,9 @@ else
       || echo "services: could not start redis-server; Redis tests will skip"
   fi
 fi
+# The real JavaScript clients (Vercel AI SDK, AG-UI) at the versions tests/js/package-lock.json pins.
+if have npm && [ ! tests/js/node_modules/.package-lock.json -nt tests/js/package-lock.json ]; then
+  npm ci --prefix tests/js --no-audit --no-fund --ignore-scripts --loglevel=error >/dev/null 2>&1 \
+    || echo "services: npm ci failed in tests/js; the JavaScript client checks will skip"
+fi
 exit 0

@@ -1,17 +1,22 @@
-"""A page on another origin in the system Chromium: native `EventSource` through `--cors-origin`.
+"""Pages on another origin in the system Chromium, through `--cors-origin`: native `EventSource`, and the
+Vercel AI SDK's `DefaultChatTransport`.
 
-The page is served by a second local server (another port: another origin). It runs the browser example
+Each page is served by a second local server (another port: another origin). One runs the browser example
 from docs/server.md as written, and sees a failed run's `run_error` and `agent_end`, also when it closes
-the stream in `onerror` as browser code usually does.
+the stream in `onerror` as browser code usually does. Another sends a chat message with the AI SDK
+(bundled from tests/js by esbuild) and reconnects as `useChat({ resume: true })` does.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import httpx
+import pytest
 from playwright.sync_api import Browser, expect
 from starlette.applications import Starlette
 from starlette.responses import HTMLResponse
@@ -89,3 +94,66 @@ def test_an_event_source_on_an_origin_not_allowed_gets_nothing(browser: Browser)
                 assert page.locator("#answer").text_content() == ""
                 assert page.locator("#status").text_content() == ""
                 del problems  # Chromium also logs the CORS refusal on the console
+
+
+def chat_bundle() -> str:
+    """tests/js/chat_page.mjs with the `ai` package, bundled for a browser (esbuild, pinned in tests/js)."""
+    js = Path(__file__).parent / "js"
+    if shutil.which("node") is None or not (js / "node_modules" / "ai").is_dir():
+        pytest.skip("Node or the npm packages of tests/js are missing: `make services` installs them")
+    done = subprocess.run(["node", str(js / "bundle.mjs")], capture_output=True, text=True, cwd=js, check=True)
+    return done.stdout
+
+
+def chat_page_app(holder: dict[str, str], bundle: str) -> Starlette:
+    """A chat page that sends one message with the AI SDK's `DefaultChatTransport`, then tries to resume."""
+
+    async def page(request: object) -> HTMLResponse:
+        script = (
+            f"const base = {json.dumps(holder['base'])};\n"
+            "const show = (message) => {\n"
+            "  const text = message.parts.filter((p) => p.type === 'text').map((p) => p.text).join('');\n"
+            "  document.getElementById('answer').textContent = text;\n"
+            "  const tool = message.parts.find((p) => p.type.startsWith('tool-'));\n"
+            "  if (tool) document.getElementById('tool').textContent = `${tool.state}: ${tool.output ?? ''}`;\n"
+            "  const deep = message.metadata?.pydantic_deep;\n"
+            "  if (deep?.status) document.getElementById('status').textContent = deep.status;\n"
+            "};\n"
+            "window.chat.send(base, 'chat-b', 'weather?', show)\n"
+            "  .then(() => window.chat.resume(base, 'chat-b', show))\n"
+            "  .then((resumed) => { document.getElementById('resumed').textContent = String(resumed); })\n"
+            "  .catch((error) => { document.getElementById('problem').textContent = String(error); });\n"
+        )
+        body = '<pre id="answer"></pre><p id="tool"></p><p id="status"></p><p id="resumed"></p><p id="problem"></p>'
+        html = f"<!doctype html><html><body>{body}<script>{bundle}</script><script>{script}</script></body></html>"
+        return HTMLResponse(html)
+
+    async def no_icon(request: object) -> HTMLResponse:
+        return HTMLResponse("", status_code=204)
+
+    return Starlette(routes=[Route("/", page), Route("/favicon.ico", no_icon)])
+
+
+def lookup(city: str) -> str:
+    """Look up the weather."""
+    return f"sunny in {city}"
+
+
+def test_the_ai_sdk_chat_transport_on_another_origin(browser: Browser) -> None:
+    holder: dict[str, str] = {}
+    with serve(chat_page_app(holder, chat_bundle())) as page_origin:
+        script = Script(["It is ", "sunny."], tool="lookup", tool_args={"city": "Paris"})
+        app = create_app(script.agent(tools=[lookup]), cors_origins=[page_origin])
+        with serve(app) as base:
+            holder["base"] = base
+            with open_page(browser, f"{page_origin}/") as (page, problems):
+                expect(page.locator("#resumed")).to_have_text("false", timeout=WAIT_MS)
+                assert page.locator("#problem").text_content() == ""
+                assert page.locator("#answer").text_content() == "It is sunny."
+                assert page.locator("#tool").text_content() == "output-available: sunny in Paris"
+                assert page.locator("#status").text_content() == "succeeded"
+                assert problems == []
+            runs = httpx.get(f"{base}/runs", timeout=30).json()["runs"]
+    assert [(run["protocol"], run["conversation"], run["status"]) for run in runs] == [
+        ("vercel-ai", "chat-b", "succeeded")
+    ]

@@ -135,6 +135,8 @@ async def test_status_while_running_and_after_success() -> None:
             "output": None,
             "error": None,
             "cancel_requested": False,
+            "protocol": "runs",
+            "conversation": None,
         }
         script.allow(2)
         events = await all_events(http, run_id)
@@ -225,6 +227,8 @@ async def test_model_per_run_and_list_of_runs() -> None:
                 "model": "demo",
                 "created_at": IsStr(),
                 "finished_at": IsStr(),
+                "protocol": "runs",
+                "conversation": None,
             },
             {
                 "run_id": first,
@@ -233,6 +237,8 @@ async def test_model_per_run_and_list_of_runs() -> None:
                 "model": None,
                 "created_at": IsStr(),
                 "finished_at": IsStr(),
+                "protocol": "runs",
+                "conversation": None,
             },
         ]
     }
@@ -668,6 +674,7 @@ def test_published_openapi_schema_is_current() -> None:
         "/runs/{run_id}/events",
         "/runs/{run_id}/messages",
         "/vercel-ai",
+        "/vercel-ai/{chat_id}/stream",
     ]
     assert sorted(paths["/runs"]["post"]["responses"]) == [
         "201", "401", "403", "404", "409", "413", "421", "422", "429", "503"

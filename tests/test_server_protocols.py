@@ -44,6 +44,14 @@ def agui_body(prompt: str) -> dict[str, Any]:
     }
 
 
+def vercel_body(prompt: str, chat_id: str = "chat-1") -> dict[str, Any]:
+    return {
+        "trigger": "submit-message",
+        "id": chat_id,
+        "messages": [{"id": "m1", "role": "user", "parts": [{"type": "text", "text": prompt}]}],
+    }
+
+
 def check_agui_nesting(events: list[dict[str, Any]]) -> None:
     """The AG-UI client's rules: one run brackets all; messages and tool calls open, fill and close by id."""
     assert events[0]["type"] == "RUN_STARTED" and events[-1]["type"] == "RUN_FINISHED"
@@ -78,6 +86,7 @@ async def test_ag_ui_event_sequence_follows_the_protocol() -> None:
     assert response.status_code == 200
     assert response.headers["content-type"] == "text/event-stream; charset=utf-8"
     messages = parse_sse(response.text)
+    assert [m.id for m in messages] == [str(n) for n in range(len(messages))]  # each frame's position: a cursor
     events = [json.loads(m.data) for m in messages]
     for event in events:
         AGUI_EVENTS.validate_python(event)  # each one is a valid AG-UI event
@@ -89,11 +98,14 @@ async def test_ag_ui_event_sequence_follows_the_protocol() -> None:
         "TOOL_CALL_START",
         "TOOL_CALL_ARGS",
         "TOOL_CALL_END",
+        "CUSTOM",  # progress: the first model request's usage
         "TOOL_CALL_RESULT",
         "TEXT_MESSAGE_START",
         "TEXT_MESSAGE_CONTENT",
         "TEXT_MESSAGE_CONTENT",
         "TEXT_MESSAGE_END",
+        "CUSTOM",
+        "CUSTOM",  # agent_end
         "RUN_FINISHED",
     ]
     check_agui_nesting(events)
@@ -104,16 +116,19 @@ async def test_ag_ui_event_sequence_follows_the_protocol() -> None:
     assert next(e for e in events if e["type"] == "TOOL_CALL_RESULT")["content"] == "sunny in Paris"
     text = "".join(e["delta"] for e in events if e["type"] == "TEXT_MESSAGE_CONTENT")
     assert text == "It is\nsunny."
+    custom = [(e["name"], e["value"]) for e in events if e["type"] == "CUSTOM"]
+    assert [name for name, _ in custom] == ["progress", "progress", "agent_end"]
+    assert [value["requests"] for _, value in custom[:2]] == [1, 2]
+    assert custom[2][1]["status"] == "succeeded" and custom[2][1]["total_tokens"] == custom[1][1]["total_tokens"] > 0
+    run_id = response.headers["x-run-id"]
+    assert {e["messageId"] for e in events if e["type"].startswith("TEXT_MESSAGE")} <= {
+        f"{run_id}-{n}" for n in range(1, 10)
+    }
 
 
 async def test_vercel_ai_event_sequence_follows_the_protocol() -> None:
-    body = {
-        "trigger": "submit-message",
-        "id": "chat-1",
-        "messages": [{"id": "m1", "role": "user", "parts": [{"type": "text", "text": "weather?"}]}],
-    }
     async with client(create_app(scripted_agent())) as http:
-        response = await http.post("/vercel-ai", json=body)
+        response = await http.post("/vercel-ai", json=vercel_body("weather?"))
     assert response.status_code == 200
     assert response.headers["x-vercel-ai-ui-message-stream"] == "v1"
     data = [m.data for m in parse_sse(response.text)]
@@ -126,6 +141,7 @@ async def test_vercel_ai_event_sequence_follows_the_protocol() -> None:
         "start-step",
         "tool-input-start",
         "tool-input-delta",
+        "message-metadata",  # the first model request's usage
         "tool-input-available",
         "tool-output-available",
         "finish-step",
@@ -135,15 +151,22 @@ async def test_vercel_ai_event_sequence_follows_the_protocol() -> None:
         "text-delta",
         "text-end",
         "message-metadata",
+        "message-metadata",  # the run's end
         "finish-step",
         "finish",
     ]
+    run_id = response.headers["x-run-id"]
+    assert chunks[0]["messageId"] == run_id
     tool = next(c for c in chunks if c["type"] == "tool-input-available")
     assert (tool["toolName"], tool["input"]) == ("lookup", {"city": "Paris"})
     assert next(c for c in chunks if c["type"] == "tool-output-available")["output"] == "sunny in Paris"
     text_ids = {c["id"] for c in chunks if c["type"].startswith("text-")}
-    assert len(text_ids) == 1
+    assert text_ids == {f"{run_id}-1"}
     assert "".join(c["delta"] for c in chunks if c["type"] == "text-delta") == "It is\nsunny."
+    metadata = [c["messageMetadata"]["pydantic_deep"] for c in chunks if c["type"] == "message-metadata"]
+    assert [m["usage"]["requests"] for m in metadata[:2]] == [1, 2]
+    assert metadata[2]["status"] == "succeeded" and metadata[2]["run_id"] == run_id
+    assert metadata[2]["total_tokens"] == metadata[1]["usage"]["total_tokens"] > 0
 
 
 async def test_protocol_endpoints_reject_bad_bodies_as_json_422() -> None:

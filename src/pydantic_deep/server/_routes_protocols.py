@@ -1,35 +1,84 @@
-"""`/ag-ui` and `/vercel-ai`: the agent for AG-UI and Vercel AI SDK clients, through Pydantic AI's adapters."""
+"""`/ag-ui` and `/vercel-ai`: runs for AG-UI and Vercel AI SDK clients, on the run log like every other run.
+
+The request is read by Pydantic AI's adapter (`AGUIAdapter`, `VercelAIAdapter`): its messages, the
+client's tools and answers to deferred calls. The run starts in the registry, so it is listed, can be
+cancelled (`POST /runs/{run_id}/cancel`), outlives its client and is followed by any process; the
+response reads the run's log (see `_protocols`). The run's id is in the `X-Run-Id` header.
+
+Resuming: the AI SDK's convention (`useChat({ resume: true })` asks `GET /vercel-ai/{chat_id}/stream`:
+the chat's running run from its start, or 204), and for AG-UI, the same `RunAgentInput` sent again
+(same `threadId` and `runId`) with `Last-Event-ID: <id of the last frame seen>`: it joins the run it
+started instead of starting another.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+import uuid
+from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Header, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
-from pydantic_ai.ui import UIAdapter
-from starlette.types import Receive, Scope, Send
+from pydantic_ai import DeferredToolRequests
+from pydantic_ai.capabilities import AbstractCapability, ReinjectSystemPrompt
+from pydantic_ai.messages import ModelMessage, ModelRequest, UserPromptPart
+from pydantic_ai.ui import UIAdapter, UIEventStream
+from pydantic_ai.ui.vercel_ai import VercelAIAdapter
 
-from ._context import Context, ServerContext
-from ._docs import protocol_answers
-from ._errors import ApiError, validation_errors
+from ._context import Context, Principal, ServerContext, open_log, parse_resume_point
+from ._docs import json_errors, protocol_answers
+from ._errors import ApiError, FieldError, validation_errors
+from ._protocols import LogReplay, VercelAILogStream, agui_log_stream, native_events, protocol_frames
+from ._runs import ProtocolRun, RunRecord
+from ._sse import EventStreamResponse
+from ._wire import RunProtocol
 
 __all__ = ("router",)
 
 router = APIRouter(tags=["protocols"])
 
+_AG_UI_RUNS = uuid.UUID("6f1d5c3e-4a8b-4f57-9d0e-2b7c1a9e8f31")
+"""The namespace of the run ids of AG-UI runs: one per principal, thread and client run id."""
+
+_Adapter = TypeVar("_Adapter", bound=UIAdapter[Any, Any, Any, Any, Any])
+
+_CURSOR = "The id of the last frame received: frames after it are sent (a resumed stream)."
+
 
 @router.post("/ag-ui", summary="Run the agent for an AG-UI client", responses=protocol_answers("AG-UI events (SSE)."))
-async def ag_ui(request: Request, context: Context) -> Response:
-    """The AG-UI protocol through Pydantic AI's `AGUIAdapter`: the body is a `RunAgentInput`."""
+async def ag_ui(
+    request: Request,
+    context: Context,
+    principal: Principal,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", description=_CURSOR)] = None,
+) -> Response:
+    """The AG-UI protocol: the body is a `RunAgentInput`. Sending the same `threadId` and `runId` again
+    joins that run (from its start, or after `Last-Event-ID`) instead of starting another."""
     try:
         from pydantic_ai.ui.ag_ui import AGUIAdapter
     except ImportError:
         raise ApiError(
             501, "not_installed", "AG-UI needs the ag-ui-protocol package: install this project's `server` extra"
         ) from None
-    return await _protocol_response(AGUIAdapter[Any, Any], request, context)
+    after = parse_resume_point(last_event_id, field="Last-Event-ID")
+    adapter = await _read(AGUIAdapter[Any, Any], request, context)
+    run_input = adapter.run_input
+    run_id = str(uuid.uuid5(_AG_UI_RUNS, f"{principal}\n{run_input.thread_id}\n{run_input.run_id}"))
+    record = await context.runs.get(run_id)
+    if record is None:
+        record = await _start(context, adapter, principal, "ag-ui", run_input.thread_id, run_id=run_id)
+    replay = LogReplay()
+    stream = agui_log_stream(
+        run_input=run_input,
+        replay=replay,
+        accept=adapter.accept,
+        ag_ui_version=adapter.ag_ui_version,
+        manage_system_prompt=adapter.manage_system_prompt,
+        preserve_file_data=adapter.preserve_file_data,
+        run_key=record.run_id,
+        started_at=int(record.created_at.timestamp() * 1000),
+    )
+    return await _follow(context, record, stream, -1 if after is None else after, replay)
 
 
 @router.post(
@@ -37,41 +86,113 @@ async def ag_ui(request: Request, context: Context) -> Response:
     summary="Run the agent for a Vercel AI SDK client",
     responses=protocol_answers("Vercel AI UI message stream (SSE)."),
 )
-async def vercel_ai(request: Request, context: Context) -> Response:
-    """The Vercel AI SDK data stream protocol through Pydantic AI's `VercelAIAdapter` (`useChat`)."""
-    from pydantic_ai.ui.vercel_ai import VercelAIAdapter
+async def vercel_ai(request: Request, context: Context, principal: Principal) -> Response:
+    """The Vercel AI SDK's UI message stream protocol (`useChat`, `DefaultChatTransport`)."""
+    adapter = await _read(VercelAIAdapter[Any, Any], request, context)
+    record = await _start(context, adapter, principal, "vercel-ai", adapter.run_input.id)
+    return await _follow(context, record, _vercel_stream(adapter, record), -1, LogReplay())
 
-    return await _protocol_response(VercelAIAdapter[Any, Any], request, context)
 
-
-async def _protocol_response(
-    adapter_type: type[UIAdapter[Any, Any, Any, Any, Any]], request: Request, context: ServerContext
+@router.get(
+    "/vercel-ai/{chat_id}/stream",
+    summary="Resume a Vercel AI SDK chat's running stream",
+    responses={
+        200: protocol_answers("The chat's running run from its start (or after `Last-Event-ID`).")[200],
+        204: {"description": "The chat has no running run: nothing to resume."},
+        **json_errors(401, 422),
+    },
+)
+async def vercel_ai_resume(
+    chat_id: str,
+    context: Context,
+    principal: Principal,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", description=_CURSOR)] = None,
 ) -> Response:
-    """Run the agent for a UI protocol's request, counted against the run limit until its response ends."""
+    """Where `useChat({ resume: true })` (the AI SDK's `reconnectToStream`) reconnects after a reload."""
+    after = parse_resume_point(last_event_id, field="Last-Event-ID")
+    record = await context.runs.latest("vercel-ai", chat_id, principal)
+    if record is None or record.status != "running":
+        return Response(status_code=204)
+    stream = VercelAILogStream(server_message_id=record.run_id, run_key=record.run_id)
+    return await _follow(context, record, stream, -1 if after is None else after, LogReplay())
+
+
+def _vercel_stream(adapter: VercelAIAdapter[Any, Any], record: RunRecord) -> VercelAILogStream:
+    return VercelAILogStream(
+        adapter.run_input,
+        accept=adapter.accept,
+        sdk_version=adapter.sdk_version,
+        server_message_id=adapter.server_message_id or record.run_id,
+        manage_system_prompt=adapter.manage_system_prompt,
+        run_key=record.run_id,
+    )
+
+
+async def _read(adapter_type: type[_Adapter], request: Request, context: ServerContext) -> _Adapter:
     try:
-        adapter = await adapter_type.from_request(request, agent=context.agent)
+        return await adapter_type.from_request(request, agent=context.agent)
     except ValidationError as exc:
         raise ApiError.invalid(validation_errors(exc.errors())) from None
-    release = context.runs.acquire_slot()
+
+
+async def _start(
+    context: ServerContext,
+    adapter: UIAdapter[Any, Any, Any, Any, Any],
+    principal: str | None,
+    protocol: RunProtocol,
+    conversation: str,
+    *,
+    run_id: str | None = None,
+) -> RunRecord:
+    """Start the adapter's run in the registry: its messages as history, the client's tools, its answers."""
+    deferred = adapter.deferred_tool_results
+    messages = adapter.sanitize_messages(adapter.messages, deferred_tool_results=deferred)
+    if not messages:
+        raise ApiError.invalid(
+            [FieldError(field="messages", message="must hold the conversation, ending with the user's message")]
+        )
+    capabilities: list[AbstractCapability[Any]] = []
+    if adapter.manage_system_prompt == "server":  # the client's system prompts were dropped: the agent's own go in
+        capabilities.append(ReinjectSystemPrompt(replace_existing=True, id=None))
+    toolset = adapter.toolset
+    via = ProtocolRun(
+        protocol=protocol,
+        conversation=conversation,
+        toolsets=[toolset] if toolset is not None else (),
+        capabilities=capabilities,
+        output_type=[context.agent.output_type, DeferredToolRequests] if toolset is not None else None,
+        deferred_tool_results=deferred,
+    )
     try:
-        response = adapter.streaming_response(adapter.run_stream(deps=context.deps()))
-    except BaseException:
-        release()
-        raise
-    return _Releasing(response, release)
+        return await context.runs.start(
+            _last_prompt(messages), message_history=messages, principal=principal, run_id=run_id, via=via
+        )
+    except ValueError:  # the same AG-UI run, started by another request a moment ago: join it
+        assert run_id is not None
+        return await context.runs.require(run_id, principal)
 
 
-class _Releasing(Response):
-    """Sends `inner` as it is and then frees its run slot, however the response ends."""
+def _last_prompt(messages: list[ModelMessage]) -> str:
+    """The text of the last user message: what `GET /runs` shows as the run's prompt."""
+    for message in reversed(messages):
+        if isinstance(message, ModelRequest):
+            for part in reversed(message.parts):
+                if isinstance(part, UserPromptPart):
+                    return (
+                        part.content
+                        if isinstance(part.content, str)
+                        else " ".join(item for item in part.content if isinstance(item, str))
+                    )
+    return ""
 
-    def __init__(self, inner: Response, release: Callable[[], None]) -> None:
-        super().__init__(status_code=inner.status_code)
-        self.raw_headers = inner.raw_headers
-        self.inner = inner
-        self.release = release
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await self.inner(scope, receive, send)
-        finally:
-            self.release()
+async def _follow(
+    context: ServerContext, record: RunRecord, stream: UIEventStream[Any, Any, Any, Any], after: int, replay: LogReplay
+) -> Response:
+    """The run's log from its start as the protocol's frames (those after `after`), live until its end."""
+    first = await open_log(context.bus, record.run_id, -1)
+    if first is None:
+        return Response(status_code=204)
+    native = native_events(context.batches(record.run_id, -1, first), replay)
+    headers = {**(stream.response_headers or {}), "x-run-id": record.run_id}
+    return EventStreamResponse(protocol_frames(stream, native, after), headers=headers, stop=context.stopping)

@@ -34,19 +34,21 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
-from pydantic_ai import CancellationToken
+from pydantic_ai import CancellationToken, DeferredToolResults
 from pydantic_ai.agent import AbstractAgent
+from pydantic_ai.capabilities import AbstractCapability
 from pydantic_ai.messages import ModelMessage, ModelMessagesTypeAdapter
 from pydantic_ai.models import Model
+from pydantic_ai.toolsets import AbstractToolset
 from pydantic_ai.workspaces import WorkspaceBackend
 
 from ..bus import BusUnavailableError, EventBus, InMemoryEventBus, UnknownRunError
-from ..streaming import AnyStreamEvent, RunState, StreamEventType, run_stream
+from ..streaming import AnyStreamEvent, RunState, StreamEventType, run_stream, run_stream_with_tools
 from ..streaming.state import ToolCall
 from ..streaming.types import agent_end_event, error_event, tool_end_event
-from ._wire import ADMIN, RunInfo, RunStatusName, RunSummary, RunUsageInfo
+from ._wire import ADMIN, RunInfo, RunProtocol, RunStatusName, RunSummary, RunUsageInfo
 
-__all__ = ("RunRecord", "RunRegistry", "ServerDraining", "TooManyRuns")
+__all__ = ("ProtocolRun", "RunRecord", "RunRegistry", "ServerDraining", "TooManyRuns")
 
 logger = logging.getLogger("pydantic_deep.server")
 
@@ -75,6 +77,24 @@ class ServerDraining(Exception):
         return "this server is shutting down and starts no new runs; retry (another server will take it)"
 
 
+@dataclass(frozen=True, kw_only=True)
+class ProtocolRun:
+    """A run a UI protocol endpoint starts: the conversation it belongs to and what the protocol adds.
+
+    Its prompt is the last user message of `message_history` (the run takes no separate prompt), and
+    its log has `tool_args_delta` events, which the protocols stream as the tool call's input.
+    """
+
+    protocol: RunProtocol
+    conversation: str | None = None
+    """The client's chat (Vercel AI) or thread (AG-UI) id: a resuming client finds its run by it."""
+    toolsets: Sequence[AbstractToolset[Any]] = ()
+    """The client's own tools (AG-UI frontend tools): calls to them end the run as deferred requests."""
+    capabilities: Sequence[AbstractCapability[Any]] = ()
+    output_type: Any = None
+    deferred_tool_results: DeferredToolResults | None = None
+
+
 @dataclass(kw_only=True, eq=False)
 class RunRecord:
     """What the server knows about one run: how it was started, and its events folded into a `RunState`."""
@@ -99,6 +119,10 @@ class RunRecord:
     """The conversation as the run ended (Pydantic AI's messages JSON), once it has."""
     deps: Any = None
     """The run's deps (its workspace: the files it wrote), kept while the run is, for the next turn."""
+    protocol: RunProtocol = "runs"
+    conversation: str | None = None
+    """The chat or thread id of a run a protocol endpoint started (see `ProtocolRun`)."""
+    via: ProtocolRun | None = None
 
     def observe(self, event: AnyStreamEvent) -> None:
         self.state.apply(event)
@@ -145,24 +169,43 @@ class RunRecord:
             output=state.output,
             error=state.error or self.error,
             cancel_requested=self.token.cancelled,
+            protocol=self.protocol,
+            conversation=self.conversation,
         )
 
     def summary(self) -> RunSummary:
-        return _summary(self.run_id, self.status, self.prompt, self.model, self.created_at, self.finished_at)
+        prompt = self.prompt if len(self.prompt) <= 200 else self.prompt[:199] + "…"
+        return RunSummary(
+            run_id=self.run_id,
+            status=self.status,
+            prompt=prompt,
+            model=self.model,
+            created_at=self.created_at,
+            finished_at=self.finished_at,
+            protocol=self.protocol,
+            conversation=self.conversation,
+        )
 
 
-def _summary(
-    run_id: str,
-    status: RunStatusName,
-    prompt: str,
-    model: str | None,
-    created_at: datetime,
-    finished_at: datetime | None,
-) -> RunSummary:
-    prompt = prompt if len(prompt) <= 200 else prompt[:199] + "…"
-    return RunSummary(
-        run_id=run_id, status=status, prompt=prompt, model=model, created_at=created_at, finished_at=finished_at
+def _record_from_meta(run_id: str, meta: dict[str, str]) -> RunRecord:
+    """What a run's meta on the bus says of it (a run another process owns); its events are not folded in."""
+    record = RunRecord(
+        run_id=run_id,
+        prompt=meta.get("prompt", ""),
+        model=meta.get("model") or None,
+        created_at=_parse_time(meta.get("created_at")) or datetime.now(UTC),
+        local=False,
+        principal=meta.get("principal") or None,
+        protocol=_protocol(meta.get("protocol")),
+        conversation=meta.get("conversation") or None,
     )
+    record.status = _status(meta.get("status"))
+    record.finished_at = _parse_time(meta.get("finished_at"))
+    return record
+
+
+def _protocol(value: str | None) -> RunProtocol:
+    return value if value in ("ag-ui", "vercel-ai") else "runs"  # pyright: ignore[reportReturnType]
 
 
 def _parse_time(value: str | None) -> datetime | None:
@@ -276,7 +319,6 @@ class RunRegistry:
         self._runs: dict[str, RunRecord] = {}
         self._remote: OrderedDict[str, RunRecord] = OrderedDict()
         self._running = 0
-        self._slots = 0  # runs of the protocol endpoints (AG-UI, Vercel AI), which stream to one client
         self._prune_timer: asyncio.TimerHandle | None = None
         """One timer, for the finished run that expires first (not one per run)."""
         self._chores: set[asyncio.Task[None]] = set()
@@ -287,22 +329,8 @@ class RunRegistry:
     def _check_capacity(self) -> None:
         if self.draining:
             raise ServerDraining()
-        if self._running + self._slots >= self.max_concurrent_runs:
+        if self._running >= self.max_concurrent_runs:
             raise TooManyRuns(self.max_concurrent_runs)
-
-    def acquire_slot(self) -> Callable[[], None]:
-        """Count one protocol-endpoint run against the limit (`TooManyRuns` when full); call the result to free it."""
-        self._check_capacity()
-        self._slots += 1
-        released = False
-
-        def release() -> None:
-            nonlocal released
-            if not released:
-                released = True
-                self._slots -= 1
-
-        return release
 
     # ---- runs ------------------------------------------------------------------------------------------
 
@@ -315,16 +343,29 @@ class RunRegistry:
         model_name: str | None = None,
         principal: str | None = None,
         continue_from: RunRecord | None = None,
+        run_id: str | None = None,
+        via: ProtocolRun | None = None,
     ) -> RunRecord:
         """Start a run in its own task and return at once; `TooManyRuns` when the limit is reached.
 
         A run that continues another (`continue_from`, with its messages as `message_history`) works in
         the same workspace when this process ran it (its files are there); otherwise, and for a history
-        the client sent, in a fresh one.
+        the client sent, in a fresh one. `via` is a protocol endpoint's run (see `ProtocolRun`);
+        `run_id` is its id when the caller chose one (`ValueError` when the bus already has that log).
         """
         await self.prune()
         self._check_capacity()
-        record = RunRecord(run_id=str(uuid.uuid4()), prompt=prompt, model=model_name, principal=principal)
+        record = RunRecord(
+            run_id=run_id or str(uuid.uuid4()),
+            prompt=prompt,
+            model=model_name,
+            principal=principal,
+            protocol=via.protocol if via is not None else "runs",
+            conversation=via.conversation if via is not None else None,
+            via=via,
+        )
+        if record.run_id in self._runs:
+            raise ValueError(f"run {record.run_id!r} already has an event log")
         self._running += 1
         self._runs[record.run_id] = record
         meta = {"prompt": prompt, "created_at": record.created_at.isoformat(), "owner": self.owner}
@@ -332,6 +373,10 @@ class RunRegistry:
             meta["model"] = model_name
         if principal is not None:
             meta["principal"] = principal
+        if via is not None:
+            meta["protocol"] = via.protocol
+            if via.conversation is not None:
+                meta["conversation"] = via.conversation
         try:
             await self.bus.open(record.run_id, meta)
             await self.bus.renew(self.owner, [record.run_id], self.lease_seconds)
@@ -359,10 +404,12 @@ class RunRegistry:
     ) -> None:
         run_id = record.run_id
         outbox = _Outbox(self.bus, run_id, self.max_buffered_events)
+        via = record.via
         try:
-            stream = run_stream(
+            # A protocol's run takes its prompt from the history and streams each tool call's input.
+            stream = (run_stream if via is None else run_stream_with_tools)(
                 self.agent,
-                record.prompt,
+                record.prompt if via is None else None,
                 record.deps,
                 message_history=history,
                 workspace=workspace,
@@ -372,6 +419,10 @@ class RunRegistry:
                 run_timeout=self.run_timeout,
                 idle_timeout=self.idle_timeout,
                 on_messages=partial(self._keep_messages, record),
+                toolsets=via.toolsets if via is not None else (),
+                capabilities=via.capabilities if via is not None else (),
+                output_type=via.output_type if via is not None else None,
+                deferred_tool_results=via.deferred_tool_results if via is not None else None,
             )
             async with aclosing(stream) as events:
                 async for event in events:
@@ -451,14 +502,8 @@ class RunRegistry:
             return None
         record = self._remote.get(run_id)
         if record is None:
-            record = RunRecord(
-                run_id=run_id,
-                prompt=meta.get("prompt", ""),
-                model=meta.get("model") or None,
-                created_at=_parse_time(meta.get("created_at")) or datetime.now(UTC),
-                local=False,
-                principal=meta.get("principal") or None,
-            )
+            record = _record_from_meta(run_id, meta)
+            record.status, record.finished_at = "running", None  # its events say how it ended
             self._remote[run_id] = record
             while len(self._remote) > max(self.max_retained_runs, 1):
                 self._remote.popitem(last=False)
@@ -481,19 +526,16 @@ class RunRegistry:
         others = [run_id for run_id in await self.bus.run_ids(self.max_retained_runs) if run_id not in self._runs]
         summaries: list[RunRecord | RunSummary] = list(local)
         for run_id, meta in zip(others, await self.bus.metas(others), strict=True):
-            if meta is None or not _visible(meta.get("principal") or None, principal):
-                continue
-            summaries.append(
-                _summary(
-                    run_id,
-                    _status(meta.get("status")),
-                    meta.get("prompt", ""),
-                    meta.get("model") or None,
-                    _parse_time(meta.get("created_at")) or datetime.now(UTC),
-                    _parse_time(meta.get("finished_at")),
-                )
-            )
+            if meta is not None and _visible(meta.get("principal") or None, principal):
+                summaries.append(_record_from_meta(run_id, meta).summary())
         return sorted(summaries, key=lambda r: r.created_at, reverse=True)[: max(self.max_retained_runs, 1)]
+
+    async def latest(self, protocol: RunProtocol, conversation: str, principal: str | None) -> RunRecord | None:
+        """The newest run `principal` may see that `protocol` started for `conversation` (a chat's id), if any."""
+        for run in await self.list(principal):
+            if run.protocol == protocol and run.conversation == conversation:
+                return await self.get(run.run_id)
+        return None
 
     async def require(self, run_id: str, principal: str | None = None) -> RunRecord:
         """The run's record; `UnknownRunError` when it never existed, was dropped, or is not `principal`'s.

@@ -10,7 +10,17 @@ from pydantic import BaseModel, Field, field_validator
 from pydantic_ai.messages import ModelMessage
 from pydantic_core import PydanticCustomError
 
-__all__ = ("ADMIN", "RunCreated", "RunInfo", "RunList", "RunRequest", "RunStatusName", "RunSummary", "RunUsageInfo")
+__all__ = (
+    "ADMIN",
+    "RunCreated",
+    "RunInfo",
+    "RunList",
+    "RunProtocol",
+    "RunRequest",
+    "RunStatusName",
+    "RunSummary",
+    "RunUsageInfo",
+)
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -19,6 +29,12 @@ ADMIN = "admin"
 everyone when no authentication is configured (a server on this machine only)."""
 
 RunStatusName = Literal["running", "succeeded", "failed", "cancelled"]
+
+RunProtocol = Literal["runs", "ag-ui", "vercel-ai"]
+"""How a run was started: `POST /runs` (or `/chat`), `POST /ag-ui`, or `POST /vercel-ai`."""
+
+_PROTOCOL = "How it was started: `runs` (`POST /runs`, `/chat`), `ag-ui` or `vercel-ai`."
+_CONVERSATION = "The chat (Vercel AI `id`) or thread (AG-UI `threadId`) a protocol run belongs to."
 
 
 class RunRequest(BaseModel):
@@ -118,6 +134,8 @@ class RunSummary(BaseModel):
     model: str | None = None
     created_at: datetime
     finished_at: datetime | None = None
+    protocol: RunProtocol = Field(default="runs", description=_PROTOCOL)
+    conversation: str | None = Field(default=None, description=_CONVERSATION)
 
 
 class RunList(BaseModel):
@@ -143,3 +161,5 @@ class RunInfo(BaseModel):
     output: Any = Field(default=None, description="The final output once the run succeeded.")
     error: str | None = Field(default=None, description="What ended a failed run.")
     cancel_requested: bool = False
+    protocol: RunProtocol = Field(default="runs", description=_PROTOCOL)
+    conversation: str | None = Field(default=None, description=_CONVERSATION)

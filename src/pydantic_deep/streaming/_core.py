@@ -16,13 +16,16 @@ import time
 import uuid
 from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
-from pydantic_ai import Agent, AgentRunResult, CancellationToken
+from pydantic_ai import Agent, AgentRunResult, CancellationToken, DeferredToolResults
 from pydantic_ai.agent import AbstractAgent
+from pydantic_ai.capabilities import AbstractCapability
 from pydantic_ai.exceptions import RunCancelled
 from pydantic_ai.messages import ModelMessage
 from pydantic_ai.models import Model
+from pydantic_ai.output import OutputSpec
+from pydantic_ai.toolsets import AbstractToolset
 from pydantic_ai.usage import RunUsage, UsageLimits
 from pydantic_ai.workspaces import WorkspaceBackend
 
@@ -101,6 +104,10 @@ class StreamOptions:
     idle_timeout: float | None = None
     on_messages: Callable[[list[ModelMessage]], Any] | None = None
     workspace: WorkspaceBackend | Literal["new"] | None = None
+    toolsets: Sequence[AbstractToolset[Any]] = ()
+    capabilities: Sequence[AbstractCapability[Any]] = ()
+    output_type: OutputSpec[Any] | None = None
+    deferred_tool_results: DeferredToolResults | None = None
 
 
 @dataclass(kw_only=True)
@@ -208,7 +215,11 @@ async def _drive(
                 usage_limits=options.usage_limits,
                 cancellation_token=options.cancellation_token,
                 run_id=run_id,
-                capabilities=[StreamTap()],
+                capabilities=[StreamTap(), *options.capabilities],
+                toolsets=options.toolsets or None,
+                # `None` is the agent's own output type (iter's default), which its overloads spell apart.
+                output_type=cast("OutputSpec[Any]", options.output_type),
+                deferred_tool_results=options.deferred_tool_results,
                 workspace=options.workspace,
             ) as run,
         ):

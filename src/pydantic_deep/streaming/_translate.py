@@ -147,9 +147,11 @@ class Translator:
                 return self.make(view, THINKING_CHUNK, TextData(text=part.content)) if part.content else None
             if isinstance(part, ToolCallPart):
                 view.tool_parts[event.index] = (part.tool_name, part.tool_call_id)
-                if self.tool_args_deltas and isinstance(part.args, str) and part.args:
+                if self.tool_args_deltas and part.args:
+                    # Arguments that arrive whole (a dict) are one fragment: their JSON.
+                    fragment = part.args if isinstance(part.args, str) else part.args_as_json_str()
                     data = ToolArgsDeltaData(
-                        tool_name=part.tool_name, tool_call_id=part.tool_call_id, args_delta=part.args
+                        tool_name=part.tool_name, tool_call_id=part.tool_call_id, args_delta=fragment
                     )
                     return self.make(view, StreamEventType.TOOL_ARGS_DELTA, data)
             return None

@@ -8,10 +8,13 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, 
 from contextlib import aclosing
 from typing import Any, Literal, TypedDict, Unpack
 
-from pydantic_ai import AgentRunResult, CancellationToken
+from pydantic_ai import AgentRunResult, CancellationToken, DeferredToolResults
 from pydantic_ai.agent import AbstractAgent
+from pydantic_ai.capabilities import AbstractCapability
 from pydantic_ai.messages import ModelMessage
 from pydantic_ai.models import Model
+from pydantic_ai.output import OutputSpec
+from pydantic_ai.toolsets import AbstractToolset
 from pydantic_ai.usage import UsageLimits
 from pydantic_ai.workspaces import WorkspaceBackend
 
@@ -54,11 +57,19 @@ class RunOptions(TypedDict, total=False):
     idle_timeout: float | None
     """Seconds the model and tools may go without an event; past it the run ends `failed` with an `IdleTimeoutError`."""
     on_messages: Callable[[list[ModelMessage]], Any] | None
+    """Called (sync or async) once as the run ends, whatever its status, with the conversation so far
+    (`all_messages()`, to pass as `message_history` next time), before `agent_end` is sent."""
     workspace: WorkspaceBackend | Literal["new"] | None
     """The run's workspace, as Pydantic AI's `workspace=`: e.g. the deps' `backend`, to continue a
     `message_history` made in another workspace (a deep agent refuses to redirect a run to it)."""
-    """Called (sync or async) once as the run ends, whatever its status, with the conversation so far
-    (`all_messages()`, to pass as `message_history` next time), before `agent_end` is sent."""
+    toolsets: Sequence[AbstractToolset[Any]]
+    """More tools for this run only, as Pydantic AI's `toolsets=` (a UI's own tools, say)."""
+    capabilities: Sequence[AbstractCapability[Any]]
+    """More capabilities for this run only, as Pydantic AI's `capabilities=`."""
+    output_type: OutputSpec[Any] | None
+    """This run's output type instead of the agent's, as Pydantic AI's `output_type=`."""
+    deferred_tool_results: DeferredToolResults | None
+    """Answers to the deferred tool calls (approvals, external results) the history ends with."""
 
 
 def _options(options: RunOptions, *, tool_args_deltas: bool = False) -> StreamOptions:

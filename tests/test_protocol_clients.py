@@ -1,0 +1,154 @@
+"""The real Vercel AI SDK (`ai`) and AG-UI client (`@ag-ui/client`) against the server, in Node.
+
+The npm packages are pinned in `tests/js/package-lock.json` and installed by `make services`; the
+scripts in `tests/js` print what the client saw, one JSON line at a time, and the test reads those
+lines as they come (a handshake: the model moves on only once a client has seen what it waits for).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from _server_helpers import Script, live_server
+from pydantic_deep.server import create_app
+
+JS = Path(__file__).parent / "js"
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("node") is None or not (JS / "node_modules" / "ai").is_dir(),
+    reason="Node or the npm packages of tests/js are missing: `make services` installs them",
+)
+
+
+def weather(city: str) -> str:
+    """Look up the weather."""
+    return f"sunny in {city}"
+
+
+class Node:
+    """A Node script's JSON lines, read as they are printed."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+        self.lines: list[dict[str, Any]] = []
+
+    async def until(self, key: str, value: Any = None) -> dict[str, Any]:
+        """Read lines up to the first that has `key` (with `value`, when given)."""
+        assert self.process.stdout is not None
+        while True:
+            raw = await self.process.stdout.readline()
+            if not raw:
+                stderr = await self.process.stderr.read() if self.process.stderr else b""
+                raise AssertionError(f"the script ended before {key}={value!r}: {self.lines} {stderr.decode()}")
+            line = json.loads(raw)
+            self.lines.append(line)
+            if key in line and (value is None or line[key] == value):
+                return line
+
+    def seen(self, key: str) -> list[Any]:
+        return [line[key] for line in self.lines if key in line]
+
+
+@asynccontextmanager
+async def node(script: str, *args: str, token: str | None = None) -> AsyncIterator[Node]:
+    env = {**os.environ, **({"CHECK_TOKEN": token} if token else {})}
+    process = await asyncio.create_subprocess_exec(
+        "node",
+        str(JS / script),
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+        cwd=JS,
+    )
+    try:
+        yield Node(process)
+    finally:
+        if process.returncode is None:
+            process.kill()
+        await process.wait()
+
+
+async def test_the_ai_sdk_builds_the_message_with_usage_and_resumes_a_running_chat() -> None:
+    script = Script(["It is ", "sunny ", "there."], paced=True, tool="weather", tool_args={"city": "Paris"})
+    async with live_server(create_app(script.agent(tools=[weather]))) as url:
+        async with node("vercel_chat.mjs", url, "send", "chat-1", "weather?") as sender:
+            script.allow(1)
+            await sender.until("chunk", "text-delta")
+            # A reload: the SDK reconnects to the chat and gets its running stream from the start.
+            async with node("vercel_chat.mjs", url, "resume", "chat-1") as reloaded:
+                await reloaded.until("chunk", "text-delta")
+                script.allow(3)
+                resumed = (await reloaded.until("message"))["message"]
+            sent = (await sender.until("message"))["message"]
+        async with node("vercel_chat.mjs", url, "resume", "chat-1") as after:
+            nothing = await after.until("resumed")
+    assert resumed == sent
+    assert sender.seen("chunk") == reloaded.seen("chunk")
+    assert sent["role"] == "assistant"
+    parts = [part for part in sent["parts"] if part["type"] not in ("step-start",)]
+    tool = parts[0]
+    assert (tool["type"], tool["state"], tool["input"], tool["output"]) == (
+        "tool-weather",
+        "output-available",
+        {"city": "Paris"},
+        "sunny in Paris",
+    )
+    assert [part["text"] for part in parts if part["type"] == "text"] == ["It is sunny there."]
+    usage = sent["metadata"]["pydantic_deep"]
+    assert usage["status"] == "succeeded" and usage["usage"]["requests"] == 2
+    assert usage["total_tokens"] == usage["usage"]["total_tokens"] > 0
+    assert sent["id"] == usage["run_id"]
+    assert nothing == {"resumed": None}  # the chat has no running stream any more: 204
+
+
+async def test_the_ai_sdk_shows_a_failed_run_as_an_error() -> None:
+    async with live_server(create_app(Script(["half "], fail_with="the model broke").agent())) as url:
+        async with node("vercel_chat.mjs", url, "send", "chat-2", "x") as sender:
+            await sender.until("message")
+    assert "error" in sender.seen("chunk")
+    assert sender.seen("chunk")[-1] == "finish"
+
+
+async def test_the_ag_ui_client_runs_and_rejoins_a_run() -> None:
+    script = Script(["It is ", "sunny."], paced=True, tool="weather", tool_args={"city": "Paris"})
+    async with live_server(create_app(script.agent(tools=[weather]))) as url:
+        async with node("agui_run.mjs", url, "thread-1", "run-1", "weather?") as first:
+            script.allow(1)
+            await first.until("event", "TEXT_MESSAGE_CONTENT")
+            # Another client (a reloaded page) sends the same run: it joins it and sees it from the start.
+            async with node("agui_run.mjs", url, "thread-1", "run-1", "weather?") as second:
+                await second.until("event", "TEXT_MESSAGE_CONTENT")
+                script.allow(2)
+                joined = await second.until("messages")
+            done = await first.until("messages")
+    assert first.seen("event") == second.seen("event")
+    assert joined["messages"] == done["messages"]
+    roles = [message["role"] for message in done["messages"]]
+    assert roles == ["user", "assistant", "tool", "assistant"]
+    assert done["messages"][1]["toolCalls"][0]["function"]["name"] == "weather"
+    assert done["messages"][2]["content"] == "sunny in Paris"
+    assert done["messages"][3]["content"] == "It is sunny."
+    names = [custom["name"] for custom in done["custom"]]
+    assert names == ["progress", "progress", "agent_end"]
+    assert done["custom"][-1]["value"]["status"] == "succeeded"
+
+
+async def test_the_ag_ui_client_reports_a_failed_run() -> None:
+    async with live_server(create_app(Script(["half "], fail_with="the model broke").agent())) as url:
+        async with node("agui_run.mjs", url, "thread-2", "run-2", "x") as client:
+            error = await client.until("run_error")
+            outcome = await client.until("messages")
+    assert (error["run_error"], error["code"]) == ("the model broke", "RuntimeError")
+    assert client.seen("event")[-1] == "RUN_ERROR"
+    assert outcome["messages"][-1]["content"] == "half "  # what the model said before it broke
+    assert outcome["custom"][-1]["value"]["status"] == "failed"

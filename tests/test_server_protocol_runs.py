@@ -1,0 +1,202 @@
+"""AG-UI and Vercel AI runs on the run log: listed, cancellable, resumable, per principal, across a fleet.
+
+The model is a `Script` the test paces (handshakes, no sleeps): a stream is read up to a frame, the client
+goes away or another one joins, then the model is let through.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from _fleet_helpers import REDIS_URL, redis_or_skip
+from _server_helpers import Script, SseMessage, client, live_server, parse_sse, sse_stream
+from pydantic_deep.bus import RedisEventBus
+from pydantic_deep.server import create_app
+from test_server_protocols import agui_body, check_agui_nesting, vercel_body
+
+TOKENS = {"alice": "alice-secret", "bob": "bob-secret"}
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def frames_until(messages: AsyncIterator[SseMessage], wanted: str) -> list[SseMessage]:
+    """Read SSE messages up to and including the first whose data mentions `wanted`."""
+    seen: list[SseMessage] = []
+    async for message in messages:
+        seen.append(message)
+        if wanted in message.data:
+            return seen
+    raise AssertionError(f"the stream ended before {wanted!r}: {[m.data for m in seen]}")
+
+
+async def test_protocol_runs_are_listed_and_keep_their_log_and_conversation() -> None:
+    async with client(create_app(Script(["Hi ", "there."]).agent())) as http:
+        agui = await http.post("/ag-ui", json=agui_body("first"))
+        vercel = await http.post("/vercel-ai", json=vercel_body("second", chat_id="chat-9"))
+        listed = (await http.get("/runs")).json()["runs"]
+        info = (await http.get(f"/runs/{vercel.headers['x-run-id']}")).json()
+        events = parse_sse((await http.get(f"/runs/{vercel.headers['x-run-id']}/events")).text)
+        messages = (await http.get(f"/runs/{vercel.headers['x-run-id']}/messages")).json()
+    by_id = {run["run_id"]: run for run in listed}
+    assert by_id[agui.headers["x-run-id"]]["protocol"] == "ag-ui"
+    assert by_id[agui.headers["x-run-id"]]["conversation"] == "thread-1"
+    assert by_id[agui.headers["x-run-id"]]["prompt"] == "first"
+    assert (info["protocol"], info["conversation"], info["prompt"], info["status"]) == (
+        "vercel-ai",
+        "chat-9",
+        "second",
+        "succeeded",
+    )
+    assert info["usage"]["requests"] == 1 and info["output"] == "Hi there."
+    assert [json.loads(m.data)["event_type"] for m in events] == [
+        "agent_start",
+        "llm_chunk",
+        "llm_chunk",
+        "progress",
+        "agent_end",
+    ]
+    assert [part["content"] for part in messages[-1]["parts"]] == ["Hi there."]  # the answer, for the next turn
+
+
+async def test_ag_ui_resumes_after_the_last_frame_it_saw() -> None:
+    script = Script(["one ", "two ", "three"], paced=True)
+    app = create_app(script.agent())
+    async with live_server(app) as url, httpx.AsyncClient(base_url=url, timeout=30) as http:
+        script.allow(1)
+        async with http.stream("POST", "/ag-ui", json=agui_body("count")) as response:
+            run_id = response.headers["x-run-id"]
+            first = await frames_until(sse_stream(response), "TEXT_MESSAGE_CONTENT")
+        # The client went away; the run did not: it goes on when the model does.
+        script.allow(3)
+        resumed_response = await http.post(
+            "/ag-ui", json=agui_body("count"), headers={"Last-Event-ID": first[-1].id or ""}
+        )
+        again = await http.post("/ag-ui", json=agui_body("count"))
+        runs = (await http.get("/runs")).json()["runs"]
+    resumed = parse_sse(resumed_response.text)
+    whole = parse_sse(again.text)
+    assert resumed_response.headers["x-run-id"] == again.headers["x-run-id"] == run_id
+    assert [run["run_id"] for run in runs] == [run_id]  # sending the same run again joins it
+    # A resumed stream starts with the run's first frame, then those after the last one seen: the same frames.
+    assert [m.id for m in resumed][:2] == ["0", str(int(first[-1].id or "") + 1)]
+    assert [(m.id, m.data) for m in first + resumed[1:]] == [(m.id, m.data) for m in whole]
+    assert resumed[0].data == whole[0].data
+    events = [json.loads(m.data) for m in whole]
+    check_agui_nesting(events)
+    assert "".join(e["delta"] for e in events if e["type"] == "TEXT_MESSAGE_CONTENT") == "one two three"
+
+
+async def test_vercel_ai_chat_resumes_while_it_runs_and_answers_204_after() -> None:
+    script = Script(["one ", "two ", "three"], paced=True)
+    async with live_server(create_app(script.agent())) as url, httpx.AsyncClient(base_url=url, timeout=30) as http:
+        script.allow(1)
+        async with http.stream("POST", "/vercel-ai", json=vercel_body("count", chat_id="chat-r")) as response:
+            messages = sse_stream(response)
+            first = await frames_until(messages, "text-delta")
+            async with http.stream("GET", "/vercel-ai/chat-r/stream") as reloaded:
+                assert reloaded.status_code == 200
+                assert reloaded.headers["x-vercel-ai-ui-message-stream"] == "v1"
+                again = sse_stream(reloaded)
+                joined = await frames_until(again, "text-delta")
+                script.allow(3)
+                joined += [m async for m in again]
+            rest = [m async for m in messages]
+        after = await http.get("/vercel-ai/chat-r/stream")
+        unknown = await http.get("/vercel-ai/no-such-chat/stream")
+    assert [(m.id, m.data) for m in joined] == [(m.id, m.data) for m in first + rest]
+    assert joined[-1].data == "[DONE]"
+    deltas = [json.loads(m.data)["delta"] for m in joined if '"text-delta"' in m.data]
+    assert "".join(deltas) == "one two three"
+    assert (after.status_code, unknown.status_code) == (204, 204)
+
+
+async def test_cancelling_a_protocol_run_ends_its_stream_as_each_protocol_says() -> None:
+    agui_script, vercel_script = Script(["never"], paced=True), Script(["never"], paced=True)
+    async with live_server(create_app(agui_script.agent())) as url, httpx.AsyncClient(base_url=url, timeout=30) as http:
+        async with http.stream("POST", "/ag-ui", json=agui_body("wait")) as response:
+            await agui_script.started.wait()
+            cancelled = await http.post(f"/runs/{response.headers['x-run-id']}/cancel")
+            agui = [json.loads(m.data) async for m in sse_stream(response)]
+    async with (
+        live_server(create_app(vercel_script.agent())) as url,
+        httpx.AsyncClient(base_url=url, timeout=30) as http,
+    ):
+        async with http.stream("POST", "/vercel-ai", json=vercel_body("wait")) as response:
+            await vercel_script.started.wait()
+            await http.post(f"/runs/{response.headers['x-run-id']}/cancel")
+            vercel = [m.data async for m in sse_stream(response)]
+    assert cancelled.status_code == 202
+    assert [e["type"] for e in agui][-2:] == ["CUSTOM", "RUN_FINISHED"]
+    assert agui[-2]["value"]["status"] == "cancelled"
+    assert "RUN_ERROR" not in [e["type"] for e in agui]
+    assert [json.loads(d)["type"] for d in vercel[-4:-1]] == ["message-metadata", "abort", "finish-step"]
+    assert vercel[-1] == "[DONE]"
+
+
+async def test_a_failed_protocol_run_ends_with_the_protocols_error() -> None:
+    async with client(create_app(Script(["partial "], fail_with="the model broke").agent())) as http:
+        agui = [json.loads(m.data) for m in parse_sse((await http.post("/ag-ui", json=agui_body("x"))).text)]
+        vercel = [m.data for m in parse_sse((await http.post("/vercel-ai", json=vercel_body("x"))).text)]
+    error = agui[-1]
+    assert (error["type"], error["message"], error["code"]) == ("RUN_ERROR", "the model broke", "RuntimeError")
+    assert [e["type"] for e in agui].count("RUN_FINISHED") == 0
+    check_types = [json.loads(d)["type"] for d in vercel[:-1]]
+    assert check_types[-4:] == ["message-metadata", "error", "finish-step", "finish"]
+    assert next(json.loads(d) for d in vercel if '"error"' in d)["errorText"] == "the model broke"
+
+
+async def test_each_principal_has_its_own_protocol_runs() -> None:
+    script = Script(["mine"], paced=True)
+    app = create_app(script.agent(), tokens=TOKENS)
+    async with live_server(app) as url, httpx.AsyncClient(base_url=url, timeout=30) as http:
+        async with http.stream(
+            "POST", "/vercel-ai", json=vercel_body("x", chat_id="shared"), headers=bearer("alice-secret")
+        ) as response:
+            assert response.status_code == 200
+            await script.started.wait()
+            bob = await http.get("/vercel-ai/shared/stream", headers=bearer("bob-secret"))
+            bobs_runs = (await http.get("/runs", headers=bearer("bob-secret"))).json()["runs"]
+            script.allow(1)
+            alice = [m.data async for m in sse_stream(response)]
+        alice_agui = await http.post("/ag-ui", json=agui_body("y"), headers=bearer("alice-secret"))
+        bob_agui = await http.post("/ag-ui", json=agui_body("y"), headers=bearer("bob-secret"))
+    assert bob.status_code == 204 and bobs_runs == []
+    assert alice[-1] == "[DONE]"
+    # The same thread and run ids from another principal are another run, not a way into alice's.
+    assert alice_agui.headers["x-run-id"] != bob_agui.headers["x-run-id"]
+
+
+@pytest.mark.redis
+async def test_a_chat_resumes_on_another_server_of_the_fleet() -> None:
+    redis_or_skip()
+    prefix = f"pydantic-deep-test:{uuid.uuid4().hex}:"
+    here, there = RedisEventBus(REDIS_URL, prefix=prefix), RedisEventBus(REDIS_URL, prefix=prefix)
+    script = Script(["far ", "away"], paced=True)
+    try:
+        async with (
+            live_server(create_app(script.agent(), bus=here)) as first_url,
+            live_server(create_app(script.agent(), bus=there)) as second_url,
+            httpx.AsyncClient(timeout=30) as http,
+        ):
+            script.allow(1)
+            async with http.stream("POST", f"{first_url}/vercel-ai", json=vercel_body("x", "chat-f")) as response:
+                messages = sse_stream(response)
+                first = await frames_until(messages, "text-delta")
+                async with http.stream("GET", f"{second_url}/vercel-ai/chat-f/stream") as elsewhere:
+                    there_messages = sse_stream(elsewhere)
+                    joined = await frames_until(there_messages, "text-delta")
+                    script.allow(2)
+                    joined += [m async for m in there_messages]
+                rest = [m async for m in messages]
+    finally:
+        for bus in (here, there):
+            await bus.aclose()
+    assert [(m.id, m.data) for m in joined] == [(m.id, m.data) for m in first + rest]
+    assert joined[-1].data == "[DONE]"
