@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from starlette.routing import Route
 
 from _browser_helpers import BROWSER_MARKS, WAIT_MS, open_page, serve
 from _browser_helpers import browser as browser  # the fixture
+from _js_helpers import JS, MISSING, WHY
 from _server_helpers import Script
 from pydantic_deep.server import create_app
 
@@ -98,10 +98,9 @@ def test_an_event_source_on_an_origin_not_allowed_gets_nothing(browser: Browser)
 
 def chat_bundle() -> str:
     """tests/js/chat_page.mjs with the `ai` package, bundled for a browser (esbuild, pinned in tests/js)."""
-    js = Path(__file__).parent / "js"
-    if shutil.which("node") is None or not (js / "node_modules" / "ai").is_dir():
-        pytest.skip("Node or the npm packages of tests/js are missing: `make services` installs them")
-    done = subprocess.run(["node", str(js / "bundle.mjs")], capture_output=True, text=True, cwd=js, check=True)
+    if MISSING:
+        pytest.skip(WHY)
+    done = subprocess.run(["node", str(JS / "bundle.mjs")], capture_output=True, text=True, cwd=JS, check=True)
     return done.stdout
 
 

@@ -10,23 +10,17 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from _js_helpers import JS, MISSING, WHY
 from _server_helpers import Script, live_server
 from pydantic_deep.server import create_app
 
-JS = Path(__file__).parent / "js"
-
-pytestmark = pytest.mark.skipif(
-    shutil.which("node") is None or not (JS / "node_modules" / "ai").is_dir(),
-    reason="Node or the npm packages of tests/js are missing: `make services` installs them",
-)
+pytestmark = pytest.mark.skipif(MISSING, reason=WHY)
 
 
 def weather(city: str) -> str:

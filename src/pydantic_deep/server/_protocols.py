@@ -45,7 +45,18 @@ from pydantic_ai.ui.vercel_ai.response_types import BaseChunk, DataChunk, Messag
 from ..bus import EventBatch
 from ..streaming import AnyStreamEvent, StreamEventType
 
-__all__ = ("KEEP_ALIVE_FRAME", "LogReplay", "RunFailed", "VercelAILogStream", "agui_log_stream", "protocol_frames")
+__all__ = (
+    "KEEP_ALIVE_CHUNK",
+    "KEEP_ALIVE_FRAME",
+    "KEEP_ALIVE_NAME",
+    "LogEvent",
+    "LogReplay",
+    "RunFailed",
+    "VercelAILogStream",
+    "agui_log_stream",
+    "native_events",
+    "protocol_frames",
+)
 
 KEEP_ALIVE_FRAME = b": keep-alive\n\n"
 
