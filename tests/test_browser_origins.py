@@ -153,6 +153,10 @@ def test_the_ai_sdk_chat_transport_on_another_origin(browser: Browser) -> None:
                 assert page.locator("#status").text_content() == "succeeded"
                 assert problems == []
             runs = httpx.get(f"{base}/runs", timeout=30).json()["runs"]
+            with open_page(browser, f"{base}/") as (dashboard, problems):  # the dashboard lists it too
+                item = dashboard.locator(f'[data-testid=run-item][data-run-id="{runs[0]["run_id"]}"]')
+                expect(item).to_contain_text("weather?", timeout=WAIT_MS)
+                assert problems == []
     assert [(run["protocol"], run["conversation"], run["status"]) for run in runs] == [
         ("vercel-ai", "chat-b", "succeeded")
     ]
