@@ -12,8 +12,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from pydantic_ai import Agent, ModelRetry, RunContext
+from pydantic_ai.exceptions import UsageLimitExceeded
 
-from pydantic_deep import DeepAgentDeps, create_deep_agent, demo_model
+from pydantic_deep import Budget, DeepAgentDeps, create_deep_agent, demo_model
 from pydantic_deep.streaming import (
     AnyStreamEvent,
     StreamEvent,
@@ -220,6 +221,17 @@ async def _events_of_real_runs() -> dict[str, list[AnyStreamEvent]]:
     lead_model = ScriptedModel([Step(delegate), Step(Text("The researcher found it."))])
     lead = create_deep_agent(lead_model, subagents=[researcher], planning=False)
     _, runs["subagent"] = await collect_stream_result(lead, "Research this", DeepAgentDeps())
+    guarded = create_deep_agent(
+        thinking_and_tools(),
+        tools=[lookup],
+        planning=False,
+        require_approval=["lookup"],
+        budget=Budget(max_steps=1, warn_at=0.5),
+    )
+    runs["guarded"] = []
+    with pytest.raises(UsageLimitExceeded):  # an approval each, then the step budget stops the second request
+        async for event in run_stream(guarded, "Look up a", DeepAgentDeps(), on_approval=lambda event: True):
+            runs["guarded"].append(event)
     runs["failing"] = []
     with pytest.raises(ConnectionError):
         broken = ScriptedModel([Step(Text("Starting"), Fail(ConnectionError("provider went away")))])

@@ -13,10 +13,12 @@ from ._lazy import lazy_attributes
 if TYPE_CHECKING:
     from .agent import create_deep_agent
     from .backends import FilesystemBackend, StateBackend
+    from .budget import Budget
     from .deps import DeepAgentDeps
     from .models import demo_model, resolve_model
 
 _LAZY = {
+    "Budget": ".budget",
     "DeepAgentDeps": ".deps",
     "FilesystemBackend": ".backends",
     "StateBackend": ".backends",
@@ -30,6 +32,7 @@ __getattr__ = lazy_attributes(__name__, _LAZY)
 
 
 __all__ = (
+    "Budget",
     "DeepAgentDeps",
     "FilesystemBackend",
     "StateBackend",

@@ -13,8 +13,11 @@ from pydantic_ai.tools import ToolFuncEither
 from pydantic_ai.workspaces import WorkspaceBackend, WorkspaceRef
 from pydantic_ai_harness import FileSystem, Planning, SubAgent, SubAgents
 
+from .budget import Budget
 from .deps import DeepAgentDeps
 from .models import resolve_model
+from .streaming.approvals import ApprovalPolicy
+from .streaming.approvals import require_approval as approval_guard
 from .streaming.capability import StreamTap, relay_subagent_events
 from .tracing import Tracing
 
@@ -58,6 +61,8 @@ def create_deep_agent(
     delegation: bool = True,
     capabilities: Sequence[AbstractCapability[DeepAgentDeps]] = (),
     retries: int = 2,
+    require_approval: ApprovalPolicy | None = None,
+    budget: Budget | None = None,
 ) -> Agent[DeepAgentDeps, str]:
     """Build a deep agent: a plain `pydantic_ai.Agent[DeepAgentDeps, str]` with the harness capabilities.
 
@@ -78,10 +83,14 @@ def create_deep_agent(
     live through `pydantic_deep.streaming`. `file_tools=False`, `planning=False` and `delegation=False`
     switch each off. `tools` takes plain functions (with or without a `RunContext` first argument)
     and `pydantic_ai.Tool`s. `instructions` replaces the default instructions, which describe the tools.
+    `require_approval` (tool names, or a function of a call's name and arguments) makes those calls,
+    the sub-agents' included, wait for a decision in the stream (`pydantic_deep.streaming.approvals`).
+    `budget` (a `Budget`) limits every run's tokens, dollars, steps and seconds.
     """
     if not name.strip():
         raise ValueError(f"name must be a non-empty string, got {name!r}")
     caps: list[AbstractCapability[DeepAgentDeps]] = []
+    policy = [approval_guard(require_approval)] if require_approval is not None else []
     if file_tools:
         caps += [DepsWorkspace(), FileSystem[DeepAgentDeps](content_hashes=False)]
     if planning:
@@ -93,10 +102,13 @@ def create_deep_agent(
                 agents=entries,
                 event_stream_handler=relay_subagent_events,
                 # Delegated runs stream into the parent's stream and trace under the delegating call.
-                shared_capabilities=[StreamTap(), Tracing()],
+                shared_capabilities=[StreamTap(), Tracing(), *policy],
             )
         )
     caps.append(Tracing())  # records spans when the run's deps carry a trace_context; a pass-through otherwise
+    caps.extend(policy)
+    if budget is not None:
+        caps.extend(budget.capabilities())
     caps.extend(capabilities)
     return Agent(
         resolve_model(model),

@@ -21,7 +21,7 @@ from typing import Any, Literal, cast
 from pydantic_ai import Agent, AgentRunResult, CancellationToken, DeferredToolResults
 from pydantic_ai.agent import AbstractAgent
 from pydantic_ai.capabilities import AbstractCapability
-from pydantic_ai.exceptions import RunCancelled
+from pydantic_ai.exceptions import RunCancelled, UsageLimitExceeded
 from pydantic_ai.messages import ModelMessage
 from pydantic_ai.models import Model
 from pydantic_ai.output import OutputSpec
@@ -30,8 +30,10 @@ from pydantic_ai.usage import RunUsage, UsageLimits
 from pydantic_ai.workspaces import WorkspaceBackend
 
 from .._engine import jsonable, model_label
+from ..budget import Budget
 from ._handoff import Handoff
 from ._translate import RunView, Translator
+from .approvals import ApprovalBroker, ApprovalCallback
 from .capability import CURRENT_STREAM, StreamState, StreamTap, SubagentStreamEvent
 from .types import AgentEndData, AgentStartData, AnyStreamEvent, ErrorData, ProgressData, RunStatus, StreamEventType
 
@@ -73,8 +75,16 @@ class _Deadlines:
         return min(idle, self._run_deadline)
 
     def touch(self) -> None:
-        if self.idle_timeout is not None:
+        if self.idle_timeout is not None and not self._held:
             self._timeout.reschedule(self._next())
+
+    _held = False
+
+    def hold(self, waiting: bool) -> None:
+        """While a call waits for a person's decision the run is not idle: only the run's own limit counts."""
+        self._held = waiting
+        if self.idle_timeout is not None:
+            self._timeout.reschedule(self._run_deadline if waiting else self._next())
 
     async def __aenter__(self) -> _Deadlines:
         await self._timeout.__aenter__()
@@ -108,6 +118,9 @@ class StreamOptions:
     capabilities: Sequence[AbstractCapability[Any]] = ()
     output_type: OutputSpec[Any] | None = None
     deferred_tool_results: DeferredToolResults | None = None
+    on_approval: ApprovalCallback | None = None
+    approval_timeout: float | None = None
+    budget: Budget | None = None
 
 
 @dataclass(kw_only=True)
@@ -155,13 +168,14 @@ async def stream_run(
 ) -> AsyncGenerator[AnyStreamEvent]:
     """Run `agent` on `prompt` and yield its events live; the public views wrap this."""
     _check_arguments(agent, prompt)
-    for name in ("run_timeout", "idle_timeout"):
+    for name in ("run_timeout", "idle_timeout", "approval_timeout"):
         value = getattr(options, name)
         if value is not None and not value > 0:
             raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
     outcome = outcome if outcome is not None else RunOutcome()
     handoff: Handoff[Any] = Handoff()
-    task = asyncio.create_task(_drive(agent, prompt, deps, options, handoff, outcome))
+    approvals = ApprovalBroker(callback=options.on_approval, timeout=options.approval_timeout)
+    task = asyncio.create_task(_drive(agent, prompt, deps, options, handoff, outcome, approvals))
     try:
         while True:
             item = await handoff.get()
@@ -179,6 +193,8 @@ async def stream_run(
             current = asyncio.current_task()
             if current is not None and current.cancelling():
                 raise
+        finally:
+            approvals.close()
 
 
 async def _drive(
@@ -188,9 +204,10 @@ async def _drive(
     options: StreamOptions,
     handoff: Handoff[Any],
     outcome: RunOutcome,
+    approvals: ApprovalBroker,
 ) -> None:
     run_id = options.run_id or str(uuid.uuid4())
-    state = StreamState(root_run_id=run_id)
+    state = StreamState(root_run_id=run_id, approvals=approvals)
     state.depths[run_id] = 0
     CURRENT_STREAM.set(state)
     agent_name = agent.name
@@ -215,7 +232,11 @@ async def _drive(
                 usage_limits=options.usage_limits,
                 cancellation_token=options.cancellation_token,
                 run_id=run_id,
-                capabilities=[StreamTap(), *options.capabilities],
+                capabilities=[
+                    StreamTap(),
+                    *(options.budget.capabilities() if options.budget is not None else ()),
+                    *options.capabilities,
+                ],
                 toolsets=options.toolsets or None,
                 # `None` is the agent's own output type (iter's default), which its overloads spell apart.
                 output_type=cast("OutputSpec[Any]", options.output_type),
@@ -224,6 +245,7 @@ async def _drive(
             ) as run,
         ):
             current = run
+            approvals.on_wait = deadlines.hold
             async for node in run:
                 if Agent.is_model_request_node(node) or Agent.is_call_tools_node(node):
                     async with node.stream(run.ctx) as events:
@@ -265,6 +287,8 @@ async def _drive(
         usage = current.usage if current is not None else usage
         for closing in tr.close_open_calls(f"{type(exc).__name__}: {exc}"):
             await put(closing)
+        if isinstance(exc, UsageLimitExceeded):  # a budget or usage limit stopped it
+            await put(tr.budget_block(exc))
         error = ErrorData(error=str(exc) or repr(exc), exception_type=type(exc).__name__)
         await put(tr.make(root, StreamEventType.ERROR, error))
         status, output = "failed", None

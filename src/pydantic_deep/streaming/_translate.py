@@ -12,8 +12,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
 
+from pydantic_ai import ToolApproved, ToolDenied
+from pydantic_ai.exceptions import UsageLimitExceeded
 from pydantic_ai.messages import (
     AgentStreamEvent,
+    DeferredToolRequestsEvent,
+    DeferredToolResultsEvent,
     FunctionToolCallEvent,
     FunctionToolResultEvent,
     PartDeltaEvent,
@@ -34,13 +38,19 @@ from pydantic_ai_harness.planning import (
     PlanStatusChangedEvent,
     PlanUpdatedEvent,
 )
+from pydantic_ai_harness.spend import SpendRecordedEvent
 from pydantic_ai_harness.subagents import DelegationEndEvent, DelegationStartEvent
 
 from .._engine import jsonable, tool_args
+from ..budget import BUDGET_NAME, BudgetExceeded, BudgetWarning
 from .capability import StreamState, SubagentStreamEvent, SubRun, ToolProgressEvent
 from .types import (
     AnyStreamEvent,
+    ApprovalRequiredData,
+    ApprovalRequiredStreamEvent,
+    ApprovalResolvedData,
     FileChangeData,
+    GuardrailData,
     PlanUpdateData,
     StreamEvent,
     StreamEventType,
@@ -80,6 +90,12 @@ class RunView:
         default_factory=dict[int, tuple[str | None, str | None]]
     )
     open_calls: dict[str, str] = field(default_factory=dict[str, str])
+    spend: dict[str, tuple[float, float]] = field(default_factory=dict[str, tuple[float, float]])
+    """The run's budget readings by metric: (limit, used), from the spend events."""
+    warned: set[str] = field(default_factory=set[str])
+
+
+_UNITS = {"tokens": "tokens", "cost_usd": "USD", "steps": "model requests", "seconds": "seconds"}
 
 
 class Translator:
@@ -174,6 +190,10 @@ class Translator:
                 error=_text(part.content) if failed else None,
             )
             return self.make(view, StreamEventType.TOOL_END, data)
+        if isinstance(event, DeferredToolRequestsEvent):
+            return self._approvals_required(event, view)
+        if isinstance(event, DeferredToolResultsEvent):
+            return self._approvals_resolved(event, view)
         if isinstance(event, SubagentStreamEvent):
             if event.sub is None:
                 return None
@@ -192,6 +212,8 @@ class Translator:
         return self._translate_capability(event, view)
 
     def _translate_capability(self, event: AgentStreamEvent, view: RunView) -> AnyStreamEvent | None:
+        if isinstance(event, BudgetWarning | SpendRecordedEvent):
+            return self._budget_warning(event, view)
         if isinstance(event, DelegationStartEvent):
             data = SubagentStartData(subagent_name=event.agent_name, task=event.task, tool_call_id=event.tool_call_id)
             return self.make(view, StreamEventType.SUBAGENT_START, data)
@@ -230,6 +252,89 @@ class Translator:
             )
             return self.make(view, StreamEventType.FILE_CHANGE, change)
         return None
+
+    def _approvals_required(self, event: DeferredToolRequestsEvent, view: RunView) -> AnyStreamEvent | None:
+        """One `approval_required` per call that waits (the last returned, the others in the backlog)."""
+        made: list[AnyStreamEvent] = []
+        for call in event.requests.approvals:
+            reason = event.requests.metadata.get(call.tool_call_id, {}).get("reason")
+            data = ApprovalRequiredData(
+                tool_call_id=call.tool_call_id,
+                tool_name=call.tool_name,
+                args=tool_args(call),
+                reason=reason if isinstance(reason, str) else None,
+            )
+            required = cast(ApprovalRequiredStreamEvent, self.make(view, StreamEventType.APPROVAL_REQUIRED, data))
+            if self.state.approvals is not None:
+                self.state.approvals.expect(required)
+            made.append(required)
+        if not made:
+            return None
+        self.backlog.extend(made[:-1])
+        return made[-1]
+
+    def _approvals_resolved(self, event: DeferredToolResultsEvent, view: RunView) -> AnyStreamEvent | None:
+        made: list[AnyStreamEvent] = []
+        for tool_call_id, result in event.results.approvals.items():
+            decision = self.state.approvals.resolved(tool_call_id) if self.state.approvals is not None else None
+            approved = result is True or isinstance(result, ToolApproved)
+            reason = result.message if isinstance(result, ToolDenied) else None
+            args = result.override_args if isinstance(result, ToolApproved) else None
+            data = ApprovalResolvedData(
+                tool_call_id=tool_call_id,
+                approved=approved,
+                decided_by=decision.decided_by if decision is not None else None,
+                reason=reason if reason is not None else (decision.reason if decision is not None else None),
+                args=dict(args) if args is not None else None,
+            )
+            made.append(self.make(view, StreamEventType.APPROVAL_RESOLVED, data))
+        if not made:
+            return None
+        self.backlog.extend(made[:-1])
+        return made[-1]
+
+    def _budget_warning(self, event: BudgetWarning | SpendRecordedEvent, view: RunView) -> AnyStreamEvent | None:
+        """A `guardrail` warn event the first time a run passes `warn_at` of a limit."""
+        if isinstance(event, BudgetWarning):
+            return self._guardrail_once(view, event.metric, event.limit, event.used)
+        for status in event.budgets:
+            if status.name != BUDGET_NAME:
+                continue
+            if status.usd_limit is not None:
+                view.spend["cost_usd"] = (float(status.usd_limit), float(status.spent_usd))
+            if status.token_limit is not None:
+                view.spend["tokens"] = (float(status.token_limit), float(status.spent_tokens))
+            if status.warning and view.spend:  # past `warn_at`: of the limit nearest to being spent
+                metric, (limit, used) = max(view.spend.items(), key=lambda item: item[1][1] / item[1][0])
+                return self._guardrail_once(view, metric, limit, used)
+        return None
+
+    def _guardrail_once(self, view: RunView, metric: str, limit: float, used: float) -> AnyStreamEvent | None:
+        if metric in view.warned:
+            return None
+        view.warned.add(metric)
+        data = GuardrailData(
+            kind="budget",
+            action="warn",
+            metric=metric,
+            limit=limit,
+            used=used,
+            message=f"{used:g} of the budget's {limit:g} {_UNITS.get(metric, metric)} used",
+        )
+        return self.make(view, StreamEventType.GUARDRAIL, data)
+
+    def budget_block(self, exc: UsageLimitExceeded) -> AnyStreamEvent:
+        """The `guardrail` block event of a run a budget or usage limit stopped (before its `error`)."""
+        metric: str | None = None
+        limit = used = None
+        if isinstance(exc, BudgetExceeded):
+            metric, limit, used = exc.metric, exc.limit, exc.used
+        else:
+            for name, (spent_limit, spent) in self.root.spend.items():
+                if spent >= spent_limit:
+                    metric, limit, used = name, spent_limit, spent
+        data = GuardrailData(kind="budget", action="block", metric=metric, limit=limit, used=used, message=str(exc))
+        return self.make(self.root, StreamEventType.GUARDRAIL, data)
 
     def _close_delegated(self, tool_call_id: str) -> None:
         """A delegation settled: calls its sub-agent (and theirs) never finished end here, before it does."""

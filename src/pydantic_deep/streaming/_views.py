@@ -18,7 +18,9 @@ from pydantic_ai.toolsets import AbstractToolset
 from pydantic_ai.usage import UsageLimits
 from pydantic_ai.workspaces import WorkspaceBackend
 
+from ..budget import Budget
 from ._core import RunOutcome, StreamOptions, stream_run
+from .approvals import ApprovalCallback
 from .types import AnyStreamEvent, StreamEventType
 
 __all__ = (
@@ -70,6 +72,13 @@ class RunOptions(TypedDict, total=False):
     """This run's output type instead of the agent's, as Pydantic AI's `output_type=`."""
     deferred_tool_results: DeferredToolResults | None
     """Answers to the deferred tool calls (approvals, external results) the history ends with."""
+    on_approval: ApprovalCallback | None
+    """Decides each call that waits for approval (sync or async; gets the `approval_required` event,
+    returns `True`, `False` or an `ApprovalDecision`); without it, answer with `approve`/`deny`."""
+    approval_timeout: float | None
+    """Seconds a call may wait for a decision before it is denied (default: no limit)."""
+    budget: Budget | None
+    """Limits for this run (tokens, dollars, steps, seconds), on top of any the agent has."""
 
 
 def _options(options: RunOptions, *, tool_args_deltas: bool = False) -> StreamOptions:

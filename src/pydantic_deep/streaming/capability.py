@@ -13,13 +13,16 @@ import time
 from collections.abc import AsyncIterable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic_ai import CapabilityEvent, CustomEvent, RunContext
 from pydantic_ai.capabilities import AbstractCapability
 from pydantic_ai.capabilities.abstract import WrapToolExecuteHandler
 from pydantic_ai.messages import AgentStreamEvent, ToolCallPart
-from pydantic_ai.tools import ToolDefinition
+from pydantic_ai.tools import DeferredToolRequests, DeferredToolResults, ToolDefinition
+
+if TYPE_CHECKING:
+    from .approvals import ApprovalBroker
 
 __all__ = ("StreamTap", "SubRun", "ToolProgressEvent", "relay_subagent_events", "report_progress")
 
@@ -63,6 +66,8 @@ class StreamState:
         default_factory=dict[tuple[str | None, str], tuple[float, float | None]]
     )
     depths: dict[str, int] = field(default_factory=dict[str, int])
+    approvals: ApprovalBroker | None = None
+    """Where the stream's calls that wait for approval are decided (see `approvals`)."""
 
     def duration(self, run_id: str | None, tool_call_id: str | None) -> float | None:
         if tool_call_id is None:
@@ -82,9 +87,18 @@ _RUNNING_TOOL: ContextVar[tuple[RunContext[Any], str | None] | None] = ContextVa
 
 @dataclass
 class StreamTap(AbstractCapability[Any]):
-    """Times tool calls and marks the running call for sub-agent relaying; a no-op outside a stream."""
+    """Times tool calls, marks the running call for sub-agent relaying, and has the calls that wait for
+    approval decided in the stream; a no-op outside a stream."""
 
     id: str | None = "pydantic_deep_stream_tap"
+
+    async def handle_deferred_tool_calls(
+        self, ctx: RunContext[Any], *, requests: DeferredToolRequests
+    ) -> DeferredToolResults | None:
+        """Calls that wait for approval are decided in the stream (see `approvals`); others are left alone."""
+        from .approvals import decide_in_stream
+
+        return await decide_in_stream(requests)
 
     async def wrap_tool_execute(
         self,

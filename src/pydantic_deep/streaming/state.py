@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Never
 
-from .types import AnyStreamEvent, PlanUpdateData, StreamEvent, StreamEventType, ToolStartData
+from .types import AnyStreamEvent, GuardrailData, PlanUpdateData, StreamEvent, StreamEventType, ToolStartData
 
-__all__ = ("CallStatus", "PlanStep", "RunPhase", "RunState", "SubagentActivity", "ToolCall")
+__all__ = ("ApprovalState", "CallStatus", "PlanStep", "RunPhase", "RunState", "SubagentActivity", "ToolCall")
 
 CallStatus = Literal["running", "done", "failed"]
+ApprovalState = Literal["waiting", "approved", "denied"]
 RunPhase = Literal["waiting", "running", "succeeded", "failed", "cancelled"]
 
 
@@ -65,6 +66,10 @@ class ToolCall:
     subagent: SubagentActivity | None = None
     children: list[ToolCall] = field(default_factory=list["ToolCall"])
     """Calls made by the sub-agent this call started, in the order they started."""
+    approval: ApprovalState | None = None
+    """`waiting` while the call waits for a decision, then `approved` or `denied`; `None` if never asked."""
+    approval_reason: str | None = None
+    decided_by: str | None = None
 
     @property
     def status(self) -> CallStatus:
@@ -127,6 +132,8 @@ class RunState:
     """The run's own measure of its wall time, from `agent_end`."""
     event_count: int = 0
     last_seq: int | None = None
+    guardrails: list[GuardrailData] = field(default_factory=list[GuardrailData])
+    """Every `guardrail` event of the run, in order (budget warnings, blocks, redactions)."""
     _calls: dict[tuple[str, str | None], ToolCall] = field(default_factory=dict[tuple[str, "str | None"], ToolCall])
 
     @property
@@ -141,6 +148,10 @@ class RunState:
             return 0.0
         end = now if now is not None and not self.finished else self.last_event_at
         return max(0.0, ((end or self.started_at) - self.started_at).total_seconds())
+
+    def waiting_for_approval(self) -> list[ToolCall]:
+        """The calls, sub-agents' included, that wait for a decision now."""
+        return [call for call in self._calls.values() if call.approval == "waiting"]
 
     def running_calls(self) -> list[ToolCall]:
         """Every call still running, sub-agents' included."""
@@ -221,6 +232,26 @@ class RunState:
                     activity.output = ended["output"]
                     activity.duration_seconds = ended["duration_seconds"]
                     call.subagent = activity
+            case StreamEventType.APPROVAL_REQUIRED:
+                required = event.data
+                call = self._calls.get((event.run_id, required["tool_call_id"]))
+                if call is None:  # a log that starts mid-run
+                    start = ToolStartData(
+                        tool_name=required["tool_name"], args=required["args"], tool_call_id=required["tool_call_id"]
+                    )
+                    call = self._start_call(event, start)
+                call.approval, call.approval_reason = "waiting", required["reason"]
+            case StreamEventType.APPROVAL_RESOLVED:
+                resolved = event.data
+                call = self._calls.get((event.run_id, resolved["tool_call_id"]))
+                if call is not None:
+                    call.approval = "approved" if resolved["approved"] else "denied"
+                    call.approval_reason = resolved["reason"] or call.approval_reason
+                    call.decided_by = resolved["decided_by"]
+                    if resolved["args"] is not None:
+                        call.args = resolved["args"]
+            case StreamEventType.GUARDRAIL:
+                self.guardrails.append(event.data)
             case StreamEventType.ERROR:
                 if top:
                     self.error = event.data["error"]

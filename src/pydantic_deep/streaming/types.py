@@ -24,10 +24,16 @@ __all__ = (
     "AgentStartData",
     "AgentStartStreamEvent",
     "AnyStreamEvent",
+    "ApprovalRequiredData",
+    "ApprovalRequiredStreamEvent",
+    "ApprovalResolvedData",
+    "ApprovalResolvedStreamEvent",
     "ErrorData",
     "ErrorStreamEvent",
     "FileChangeData",
     "FileChangeStreamEvent",
+    "GuardrailData",
+    "GuardrailStreamEvent",
     "LlmChunkStreamEvent",
     "PlanUpdateData",
     "PlanUpdateStreamEvent",
@@ -78,6 +84,9 @@ class StreamEventType(StrEnum):
     FILE_CHANGE = "file_change"
     SUBAGENT_START = "subagent_start"
     SUBAGENT_END = "subagent_end"
+    APPROVAL_REQUIRED = "approval_required"
+    APPROVAL_RESOLVED = "approval_resolved"
+    GUARDRAIL = "guardrail"
     ERROR = "error"
     AGENT_END = "agent_end"
 
@@ -183,6 +192,44 @@ class SubagentEndData(TypedDict):
     duration_seconds: float | None
 
 
+class ApprovalRequiredData(TypedDict):
+    """`approval_required`: a tool call waits for a person's decision (it started: `tool_start` came first)."""
+
+    tool_call_id: str
+    tool_name: str
+    args: dict[str, Any]
+    reason: str | None
+
+
+class ApprovalResolvedData(TypedDict):
+    """`approval_resolved`: the decision on a call that waited; a denied call then ends with `tool_end`."""
+
+    tool_call_id: str
+    approved: bool
+    decided_by: str | None
+    """Who decided: the principal over HTTP, `stream` (in the loop), `callback`, `timeout`."""
+    reason: str | None
+    args: dict[str, Any] | None
+    """The arguments the call runs with when the decision edited them, else `None`."""
+
+
+GuardrailKind = Literal["budget", "input", "output", "tool"]
+GuardrailAction = Literal["warn", "block", "redact"]
+
+
+class GuardrailData(TypedDict):
+    """`guardrail`: a budget or guardrail acted. `block` ends the run (then `error` and `agent_end`),
+    except a tool guardrail's, which refuses that call only."""
+
+    kind: GuardrailKind
+    action: GuardrailAction
+    metric: str | None
+    """What a budget counts: `tokens`, `cost_usd`, `steps` or `seconds` (`None` for guardrails)."""
+    limit: float | None
+    used: float | None
+    message: str
+
+
 class ErrorData(TypedDict):
     """`error`: an exception ended the run; `agent_end` with `success=False` follows."""
 
@@ -270,6 +317,9 @@ PlanUpdateStreamEvent: TypeAlias = StreamEvent[Literal[StreamEventType.PLAN_UPDA
 FileChangeStreamEvent: TypeAlias = StreamEvent[Literal[StreamEventType.FILE_CHANGE], FileChangeData]
 SubagentStartStreamEvent: TypeAlias = StreamEvent[Literal[StreamEventType.SUBAGENT_START], SubagentStartData]
 SubagentEndStreamEvent: TypeAlias = StreamEvent[Literal[StreamEventType.SUBAGENT_END], SubagentEndData]
+ApprovalRequiredStreamEvent: TypeAlias = StreamEvent[Literal[StreamEventType.APPROVAL_REQUIRED], ApprovalRequiredData]
+ApprovalResolvedStreamEvent: TypeAlias = StreamEvent[Literal[StreamEventType.APPROVAL_RESOLVED], ApprovalResolvedData]
+GuardrailStreamEvent: TypeAlias = StreamEvent[Literal[StreamEventType.GUARDRAIL], GuardrailData]
 ErrorStreamEvent: TypeAlias = StreamEvent[Literal[StreamEventType.ERROR], ErrorData]
 AgentEndStreamEvent: TypeAlias = StreamEvent[Literal[StreamEventType.AGENT_END], AgentEndData]
 
@@ -286,6 +336,9 @@ AnyStreamEvent: TypeAlias = (
     | FileChangeStreamEvent
     | SubagentStartStreamEvent
     | SubagentEndStreamEvent
+    | ApprovalRequiredStreamEvent
+    | ApprovalResolvedStreamEvent
+    | GuardrailStreamEvent
     | ErrorStreamEvent
     | AgentEndStreamEvent
 )
