@@ -497,7 +497,7 @@ def test_serve_reads_every_setting_from_the_environment(monkeypatch: pytest.Monk
         "DRAIN_TIMEOUT": "7", "RETENTION": "30", "MAX_RETAINED_RUNS": "9", "MAX_PROMPT_CHARS": "99",
         "MAX_REQUEST_BYTES": "1000", "KEEPALIVE": "3", "LEASE": "4", "FLUSH_INTERVAL": "0",
         "CORS_ORIGINS": "http://localhost:3000,https://app.example.com", "ALLOWED_HOSTS": "a.example b.example",
-        "TOKENS_FILE": "/etc/pydantic-deep/tokens",
+        "TOKENS_FILE": "/etc/pydantic-deep/tokens", "REQUIRE_APPROVAL": "send_invoice,delete_file",
     }  # fmt: skip
     for name, value in settings.items():
         monkeypatch.setenv(f"PYDANTIC_DEEP_{name}", value)
@@ -511,7 +511,7 @@ def test_serve_reads_every_setting_from_the_environment(monkeypatch: pytest.Monk
             retention_seconds=30.0, max_retained_runs=9, max_prompt_chars=99, max_request_bytes=1000,
             keepalive_seconds=3.0, lease_seconds=4.0, flush_interval=0.0,
             cors_origins=["http://localhost:3000", "https://app.example.com"], allowed_hosts=["a.example", "b.example"],
-            tokens_file="/etc/pydantic-deep/tokens",
+            tokens_file="/etc/pydantic-deep/tokens", require_approval=["send_invoice", "delete_file"],
         )
     ]  # fmt: skip
 

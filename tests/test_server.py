@@ -137,6 +137,7 @@ async def test_status_while_running_and_after_success() -> None:
             "cancel_requested": False,
             "protocol": "runs",
             "conversation": None,
+            "pending_approvals": [],
         }
         script.allow(2)
         events = await all_events(http, run_id)
@@ -670,6 +671,7 @@ def test_published_openapi_schema_is_current() -> None:
         "/chat",
         "/runs",
         "/runs/{run_id}",
+        "/runs/{run_id}/approvals",
         "/runs/{run_id}/cancel",
         "/runs/{run_id}/events",
         "/runs/{run_id}/messages",

@@ -209,6 +209,14 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    require_approval: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A tool whose calls wait for a decision (POST /runs/{id}/approvals); repeat for more.",
+            envvar=_env("REQUIRE_APPROVAL"),
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Serve agent runs over HTTP (SSE, WebSocket, AG-UI, Vercel AI) with a live dashboard page."""
     from ..server import ServeOptions
@@ -234,6 +242,7 @@ def serve(
         cors_origins=_listed(cors_origin),
         allowed_hosts=_listed(allowed_host) or None,
         tokens_file=tokens_file,
+        require_approval=_listed(require_approval),
     )
     raise typer.Exit(serve_command(options))
 

@@ -58,6 +58,7 @@ def create_app(
     allowed_hosts: Sequence[str] | None = None,
     tokens: Mapping[str, str] | None = None,
     auth: AuthFunction | None = None,
+    require_approval: Sequence[str] = (),
 ) -> FastAPI:
     """Build the ASGI app: start runs over HTTP and stream their events to any number of clients.
 
@@ -111,6 +112,9 @@ def create_app(
     application's own: a function (sync or async) from the request (`starlette.requests.HTTPConnection`,
     a WebSocket handshake too) to its principal's name, or `None` for 401. See docs/server.md and
     docs/scaling.md.
+
+    Approvals: calls to the tools in `require_approval` (and those a request's own `require_approval`
+    names) wait for a decision, sent to `POST /runs/{run_id}/approvals` on any process of the fleet.
     """
     if token is None:
         token = os.environ.get(TOKEN_ENV_VAR) or None
@@ -156,6 +160,7 @@ def create_app(
             idle_timeout=idle_timeout,
             lease_seconds=lease_seconds,
             max_buffered_events=max_buffered_events,
+            require_approval=require_approval,
         ),
         bus=event_bus,
         check=TokenCheck(token, tokens),

@@ -14,14 +14,16 @@ from pydantic_ai.messages import ModelMessage, ModelMessagesTypeAdapter, sanitiz
 from pydantic_ai.models import Model
 from starlette.websockets import WebSocketDisconnect
 
+from ..budget import Budget
 from ..bus import EventBatch, UnknownRunError
 from ..models import ModelConfigError, resolve_model
+from ..streaming.approvals import ApprovalConflictError, ApprovalDecision
 from ._context import Context, Principal, ServerContext, open_log, parse_resume_point, require_visible
 from ._docs import SSE_ANSWERS, json_errors
 from ._errors import ApiError, FieldError
 from ._runs import RunRecord
 from ._sse import EventStreamResponse
-from ._wire import RunCreated, RunInfo, RunList, RunRequest
+from ._wire import ApprovalAnswer, RunCreated, RunInfo, RunList, RunRequest
 
 __all__ = ("router",)
 
@@ -49,6 +51,7 @@ async def start_run(body: RunRequest, response: Response, context: Context, prin
         earlier = await context.runs.require(body.continue_from, principal)
         history = ModelMessagesTypeAdapter.validate_python(json.loads(await _conversation(context, earlier)))
     run_model = _pick_model(body.model)
+    budget = Budget(**body.budget.model_dump()) if body.budget is not None else None
     record = await context.runs.start(
         body.prompt,
         message_history=history,
@@ -56,6 +59,8 @@ async def start_run(body: RunRequest, response: Response, context: Context, prin
         model_name=body.model,
         principal=principal,
         continue_from=earlier,
+        require_approval=body.require_approval or (),
+        budget=budget,
     )
     response.headers["Location"] = f"/runs/{record.run_id}"
     return RunCreated(run_id=record.run_id)
@@ -113,6 +118,36 @@ async def cancel_run(run_id: str, context: Context, principal: Principal) -> Run
     Cancelling a finished run changes nothing and answers with its status.
     """
     return (await context.runs.cancel(run_id, principal)).info()
+
+
+@router.post(
+    "/{run_id}/approvals",
+    status_code=202,
+    response_model=RunInfo,
+    summary="Decide a call that waits for approval",
+    responses=json_errors(401, 404, 409, 422),
+)
+async def answer_approval(run_id: str, body: ApprovalAnswer, context: Context, principal: Principal) -> RunInfo:
+    """Approve (optionally with other `args`) or deny a call the run waits on (`pending_approvals`).
+
+    Works on any server process of a fleet; the run's stream goes on with `approval_resolved`. Sending
+    the same decision again changes nothing; a different one for a decided call is a 409.
+    """
+    if body.args is not None and not body.approved:
+        raise ApiError.invalid([FieldError(field="args", message="only an approved call runs with other arguments")])
+    decision = ApprovalDecision(body.approved, reason=body.reason, args=body.args, decided_by=principal)
+    try:
+        record = await context.runs.answer(run_id, principal, body.tool_call_id, decision)
+    except ApprovalConflictError as exc:
+        raise ApiError(409, "approval_conflict", str(exc), field="approved") from None
+    except UnknownRunError:
+        raise
+    except KeyError:
+        message = f"run {run_id!r} has no call {body.tool_call_id!r} that waits for approval"
+        raise ApiError(404, "no_such_approval", message, field="tool_call_id") from None
+    except ValueError as exc:
+        raise ApiError(409, "run_ended", str(exc), field="run_id") from None
+    return record.info()
 
 
 @router.get(

@@ -42,11 +42,13 @@ from pydantic_ai.models import Model
 from pydantic_ai.toolsets import AbstractToolset
 from pydantic_ai.workspaces import WorkspaceBackend
 
+from ..budget import Budget
 from ..bus import BusUnavailableError, EventBus, InMemoryEventBus, UnknownRunError
 from ..streaming import AnyStreamEvent, RunState, StreamEventType, run_stream, run_stream_with_tools
+from ..streaming.approvals import ApprovalConflictError, ApprovalDecision, require_approval
 from ..streaming.state import ToolCall
-from ..streaming.types import agent_end_event, error_event, tool_end_event
-from ._wire import ADMIN, RunInfo, RunProtocol, RunStatusName, RunSummary, RunUsageInfo
+from ..streaming.types import ApprovalRequiredStreamEvent, agent_end_event, error_event, tool_end_event
+from ._wire import ADMIN, PendingApproval, RunInfo, RunProtocol, RunStatusName, RunSummary, RunUsageInfo
 
 __all__ = ("ProtocolRun", "RunRecord", "RunRegistry", "ServerDraining", "TooManyRuns")
 
@@ -123,6 +125,13 @@ class RunRecord:
     conversation: str | None = None
     """The chat or thread id of a run a protocol endpoint started (see `ProtocolRun`)."""
     via: ProtocolRun | None = None
+    require_approval: Sequence[str] = ()
+    """Tools whose calls wait for a decision in this run (the server's and the request's)."""
+    budget: Budget | None = None
+    decisions: dict[str, asyncio.Future[ApprovalDecision]] = field(
+        default_factory=dict[str, "asyncio.Future[ApprovalDecision]"]
+    )
+    """The decisions `POST /runs/{run_id}/approvals` gave, by tool call, for the run's `on_approval` to take."""
 
     def observe(self, event: AnyStreamEvent) -> None:
         self.state.apply(event)
@@ -141,14 +150,30 @@ class RunRecord:
     def next_seq(self) -> int:
         return 0 if self.state.last_seq is None else self.state.last_seq + 1
 
+    def pending(self) -> list[PendingApproval]:
+        """The calls that wait for a decision now."""
+        return [
+            PendingApproval(
+                tool_call_id=call.tool_call_id or "",
+                tool_name=call.tool_name,
+                args=call.args,
+                reason=call.approval_reason,
+                run_id=call.run_id,
+                depth=call.depth,
+            )
+            for call in self.state.waiting_for_approval()
+        ]
+
     def info(self) -> RunInfo:
         state = self.state
+        pending = self.pending() if self.status == "running" else []
         duration = state.duration_seconds
         if duration is None and self.finished_at is not None:
             duration = (self.finished_at - self.created_at).total_seconds()
         return RunInfo(
             run_id=self.run_id,
-            status=self.status,
+            status="awaiting_approval" if pending else self.status,
+            pending_approvals=pending,
             prompt=self.prompt,
             model=self.model,
             created_at=self.created_at,
@@ -302,6 +327,7 @@ class RunRegistry:
         lease_seconds: float = 10.0,
         max_buffered_events: int = 10_000,
         owner: str | None = None,
+        require_approval: Sequence[str] = (),
     ) -> None:
         self.agent = agent
         self.bus = bus
@@ -315,6 +341,7 @@ class RunRegistry:
         self.lease_seconds = lease_seconds
         self.max_buffered_events = max_buffered_events
         self.owner = owner or process_name()
+        self.require_approval = list(require_approval)
         self.draining = False
         self._runs: dict[str, RunRecord] = {}
         self._remote: OrderedDict[str, RunRecord] = OrderedDict()
@@ -345,6 +372,8 @@ class RunRegistry:
         continue_from: RunRecord | None = None,
         run_id: str | None = None,
         via: ProtocolRun | None = None,
+        require_approval: Sequence[str] = (),
+        budget: Budget | None = None,
     ) -> RunRecord:
         """Start a run in its own task and return at once; `TooManyRuns` when the limit is reached.
 
@@ -363,6 +392,8 @@ class RunRegistry:
             protocol=via.protocol if via is not None else "runs",
             conversation=via.conversation if via is not None else None,
             via=via,
+            require_approval=[*self.require_approval, *require_approval],
+            budget=budget,
         )
         if record.run_id in self._runs:
             raise ValueError(f"run {record.run_id!r} already has an event log")
@@ -420,7 +451,12 @@ class RunRegistry:
                 idle_timeout=self.idle_timeout,
                 on_messages=partial(self._keep_messages, record),
                 toolsets=via.toolsets if via is not None else (),
-                capabilities=via.capabilities if via is not None else (),
+                capabilities=[
+                    *(via.capabilities if via is not None else ()),
+                    *([require_approval(record.require_approval)] if record.require_approval else ()),
+                ],
+                budget=record.budget,
+                on_approval=partial(self._decision, record),
                 output_type=via.output_type if via is not None else None,
                 deferred_tool_results=via.deferred_tool_results if via is not None else None,
             )
@@ -447,6 +483,55 @@ class RunRegistry:
             self._settle(record)
             await self._flush_and_close(run_id, outbox)
             self._schedule_prune()
+
+    async def _decision(self, record: RunRecord, event: ApprovalRequiredStreamEvent) -> ApprovalDecision:
+        """A call of the run waits: its decision comes from `POST /runs/{run_id}/approvals`, on any process."""
+        tool_call_id = event.data["tool_call_id"]
+        waiter = record.decisions.get(tool_call_id)
+        if waiter is None:
+            waiter = record.decisions[tool_call_id] = asyncio.get_running_loop().create_future()
+        return await waiter
+
+    async def answer(
+        self, run_id: str, principal: str | None, tool_call_id: str, decision: ApprovalDecision
+    ) -> RunRecord:
+        """Decide a call that waits, on whichever process runs it. The same answer again changes nothing.
+
+        `UnknownRunError` for no such run; `KeyError` when no such call waits (or waited) for a decision;
+        `ApprovalConflictError` when it was decided otherwise; `ValueError` when the run has ended.
+        """
+        record = await self.require(run_id, principal)
+        call = record.state.find_call(tool_call_id)
+        if call is None or call.approval is None:
+            raise KeyError(f"no call {tool_call_id!r} of run {run_id!r} waits for approval")
+        given = _given(record, tool_call_id, call.approval, call.args)
+        if given is not None:
+            if given != (decision.approved, decision.args):
+                raise ApprovalConflictError(f"the call {tool_call_id!r} was already {call.approval or 'decided'}")
+            return record
+        if record.status != "running":
+            raise ValueError(f"run {run_id!r} has ended")
+        if record.local:
+            self._decide(record, tool_call_id, decision)
+        else:
+            message = {"type": "approve", "run_id": run_id, "tool_call_id": tool_call_id, "from": self.owner}
+            message["decision"] = json.dumps(
+                {
+                    "approved": decision.approved,
+                    "reason": decision.reason,
+                    "args": decision.args,
+                    "by": decision.decided_by,
+                }
+            )
+            await self.bus.publish(message)
+        return record
+
+    def _decide(self, record: RunRecord, tool_call_id: str, decision: ApprovalDecision) -> None:
+        waiter = record.decisions.get(tool_call_id)
+        if waiter is None:
+            waiter = record.decisions[tool_call_id] = asyncio.get_running_loop().create_future()
+        if not waiter.done():
+            waiter.set_result(decision)
 
     async def _keep_messages(self, record: RunRecord, messages: list[ModelMessage]) -> None:
         """Keep the conversation as the run ends, here and on the bus (for the fleet), before its `agent_end`."""
@@ -604,10 +689,21 @@ class RunRegistry:
     async def _listen(self) -> None:
         async with aclosing(self.bus.subscribe()) as messages:
             async for message in messages:
+                record = self._runs.get(message.get("run_id", ""))
+                if record is None or record.status != "running":
+                    continue
                 if message.get("type") == "cancel":
-                    record = self._runs.get(message.get("run_id", ""))
-                    if record is not None and record.status == "running":
-                        record.token.cancel()
+                    record.token.cancel()
+                elif message.get("type") == "approve":
+                    try:
+                        answer = json.loads(message.get("decision", "{}"))
+                        decision = ApprovalDecision(
+                            bool(answer["approved"]), answer.get("reason"), answer.get("args"), answer.get("by")
+                        )
+                    except (ValueError, KeyError, TypeError):
+                        logger.warning("run %s: ignored a malformed approval message", record.run_id)
+                        continue
+                    self._decide(record, message.get("tool_call_id", ""), decision)
 
     # ---- retention -------------------------------------------------------------------------------------
 
@@ -694,6 +790,19 @@ class RunRegistry:
             self._prune_timer = None
         if self._chores:
             await asyncio.gather(*self._chores, return_exceptions=True)
+
+
+def _given(
+    record: RunRecord, tool_call_id: str, approval: str, args: dict[str, Any]
+) -> tuple[bool, dict[str, Any] | None] | None:
+    """The decision already taken on a call, as (approved, edited args), or `None` while it waits."""
+    waiter = record.decisions.get(tool_call_id)
+    if waiter is not None and waiter.done():
+        taken = waiter.result()
+        return (taken.approved, taken.args)
+    if approval == "waiting":
+        return None
+    return (approval == "approved", None)  # from the log: its edited args are the call's args now
 
 
 def _visible(owner: str | None, principal: str | None) -> bool:

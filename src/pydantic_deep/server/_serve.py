@@ -85,6 +85,8 @@ class ServeOptions:
     """Host names the server answers to besides loopback ones (without a token: only those)."""
     tokens_file: str | None = None
     """A file of `NAME TOKEN` lines: each token's holder is a user who sees only their own runs."""
+    require_approval: Sequence[str] = ()
+    """Tools whose calls wait for a decision (`POST /runs/{run_id}/approvals`)."""
     log_level: str = "info"
 
 
@@ -128,6 +130,7 @@ def serve(options: ServeOptions | None = None, **settings: Any) -> None:
             cors_origins=options.cors_origins,
             allowed_hosts=options.allowed_hosts,
             tokens=tokens,
+            require_approval=options.require_approval,
         )
     except ValueError as exc:
         raise ServerConfigError(str(exc)) from None

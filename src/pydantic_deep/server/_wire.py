@@ -30,11 +30,50 @@ everyone when no authentication is configured (a server on this machine only).""
 
 RunStatusName = Literal["running", "succeeded", "failed", "cancelled"]
 
+RunInfoStatus = Literal["running", "awaiting_approval", "succeeded", "failed", "cancelled"]
+"""A run's status as `GET /runs/{run_id}` gives it: `awaiting_approval` while a call waits for a decision."""
+
 RunProtocol = Literal["runs", "ag-ui", "vercel-ai"]
 """How a run was started: `POST /runs` (or `/chat`), `POST /ag-ui`, or `POST /vercel-ai`."""
 
 _PROTOCOL = "How it was started: `runs` (`POST /runs`, `/chat`), `ag-ui` or `vercel-ai`."
 _CONVERSATION = "The chat (Vercel AI `id`) or thread (AG-UI `threadId`) a protocol run belongs to."
+
+
+class BudgetRequest(BaseModel):
+    """A run's budget (`pydantic_deep.Budget`): past `warn_at` of a limit a `guardrail` warning, at it the run stops."""
+
+    max_tokens: int | None = Field(default=None, gt=0)
+    max_cost_usd: float | None = Field(default=None, gt=0)
+    max_steps: int | None = Field(default=None, gt=0, description="Model requests.")
+    max_seconds: float | None = Field(default=None, gt=0)
+    warn_at: float | None = Field(default=0.8, gt=0, le=1)
+
+
+class ApprovalAnswer(BaseModel):
+    """`POST /runs/{run_id}/approvals`: the decision on a call that waits."""
+
+    tool_call_id: str = Field(min_length=1)
+    approved: bool
+    reason: str | None = Field(default=None, description="Why; a denied call's `tool_end` error.")
+    args: dict[str, Any] | None = Field(default=None, description="Run the approved call with these arguments.")
+
+    @field_validator("tool_call_id", "reason", "args", mode="before")
+    @classmethod
+    def _valid_text(cls, value: Any) -> Any:
+        require_valid_text(value)
+        return value
+
+
+class PendingApproval(BaseModel):
+    """A call that waits for a decision."""
+
+    tool_call_id: str
+    tool_name: str
+    args: dict[str, Any]
+    reason: str | None = None
+    run_id: str = Field(description="The run that made the call: this one, or a sub-agent's.")
+    depth: int = 0
 
 
 class RunRequest(BaseModel):
@@ -62,6 +101,12 @@ class RunRequest(BaseModel):
             "prompt. Not with `message_history`."
         ),
     )
+
+    require_approval: list[str] | None = Field(
+        default=None,
+        description="Tools whose calls wait for a decision (`POST /runs/{run_id}/approvals`) in this run.",
+    )
+    budget: BudgetRequest | None = Field(default=None, description="Limits for this run.")
 
     @field_validator("prompt")
     @classmethod
@@ -148,7 +193,7 @@ class RunInfo(BaseModel):
     """`GET /runs/{run_id}`: where a run stands."""
 
     run_id: str
-    status: RunStatusName
+    status: RunInfoStatus
     prompt: str
     model: str | None = None
     created_at: datetime
@@ -163,3 +208,6 @@ class RunInfo(BaseModel):
     cancel_requested: bool = False
     protocol: RunProtocol = Field(default="runs", description=_PROTOCOL)
     conversation: str | None = Field(default=None, description=_CONVERSATION)
+    pending_approvals: list[PendingApproval] = Field(
+        default_factory=list[PendingApproval], description="Calls that wait for a decision now."
+    )

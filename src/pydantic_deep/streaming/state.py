@@ -149,6 +149,13 @@ class RunState:
         end = now if now is not None and not self.finished else self.last_event_at
         return max(0.0, ((end or self.started_at) - self.started_at).total_seconds())
 
+    def find_call(self, tool_call_id: str) -> ToolCall | None:
+        """The call with this id, a sub-agent's included."""
+        for (_, call_id), call in self._calls.items():
+            if call_id == tool_call_id:
+                return call
+        return None
+
     def waiting_for_approval(self) -> list[ToolCall]:
         """The calls, sub-agents' included, that wait for a decision now."""
         return [call for call in self._calls.values() if call.approval == "waiting"]
