@@ -12,6 +12,7 @@ from pydantic_ai.models import Model
 from pydantic_ai.tools import ToolFuncEither
 from pydantic_ai.workspaces import WorkspaceBackend, WorkspaceRef
 from pydantic_ai_harness import FileSystem, Planning, SubAgent, SubAgents
+from pydantic_ai_harness.guardrails import ToolGuardrail
 
 from .budget import Budget
 from .deps import DeepAgentDeps
@@ -63,6 +64,7 @@ def create_deep_agent(
     retries: int = 2,
     require_approval: ApprovalPolicy | None = None,
     budget: Budget | None = None,
+    guardrails: Sequence[AbstractCapability[DeepAgentDeps]] = (),
 ) -> Agent[DeepAgentDeps, str]:
     """Build a deep agent: a plain `pydantic_ai.Agent[DeepAgentDeps, str]` with the harness capabilities.
 
@@ -85,12 +87,17 @@ def create_deep_agent(
     and `pydantic_ai.Tool`s. `instructions` replaces the default instructions, which describe the tools.
     `require_approval` (tool names, or a function of a call's name and arguments) makes those calls,
     the sub-agents' included, wait for a decision in the stream (`pydantic_deep.streaming.approvals`).
-    `budget` (a `Budget`) limits every run's tokens, dollars, steps and seconds.
+    `budget` (a `Budget`) limits every run's tokens, dollars, steps and seconds. `guardrails` takes the
+    harness's `InputGuardrail`, `OutputGuardrail` and `ToolGuardrail` (tool guardrails apply to the
+    sub-agents' calls too); one that fails the run shows in the stream as a `guardrail` block event.
     """
     if not name.strip():
         raise ValueError(f"name must be a non-empty string, got {name!r}")
     caps: list[AbstractCapability[DeepAgentDeps]] = []
-    policy = [approval_guard(require_approval)] if require_approval is not None else []
+    policy: list[AbstractCapability[DeepAgentDeps]] = []
+    if require_approval is not None:
+        policy.append(approval_guard(require_approval))
+    policy += [guard for guard in guardrails if isinstance(guard, ToolGuardrail)]
     if file_tools:
         caps += [DepsWorkspace(), FileSystem[DeepAgentDeps](content_hashes=False)]
     if planning:
@@ -107,6 +114,7 @@ def create_deep_agent(
         )
     caps.append(Tracing())  # records spans when the run's deps carry a trace_context; a pass-through otherwise
     caps.extend(policy)
+    caps += [guard for guard in guardrails if not isinstance(guard, ToolGuardrail)]
     if budget is not None:
         caps.extend(budget.capabilities())
     caps.extend(capabilities)

@@ -28,6 +28,7 @@ from pydantic_ai.output import OutputSpec
 from pydantic_ai.toolsets import AbstractToolset
 from pydantic_ai.usage import RunUsage, UsageLimits
 from pydantic_ai.workspaces import WorkspaceBackend
+from pydantic_ai_harness.guardrails import GuardrailError
 
 from .._engine import jsonable, model_label
 from ..budget import Budget
@@ -289,6 +290,8 @@ async def _drive(
             await put(closing)
         if isinstance(exc, UsageLimitExceeded):  # a budget or usage limit stopped it
             await put(tr.budget_block(exc))
+        elif isinstance(exc, GuardrailError):  # a harness guardrail failed the run
+            await put(tr.guardrail_block(exc))
         error = ErrorData(error=str(exc) or repr(exc), exception_type=type(exc).__name__)
         await put(tr.make(root, StreamEventType.ERROR, error))
         status, output = "failed", None

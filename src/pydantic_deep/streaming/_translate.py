@@ -30,6 +30,7 @@ from pydantic_ai.messages import (
     ToolCallPartDelta,
 )
 from pydantic_ai_harness.filesystem import DirectoryCreatedEvent, FileEditedEvent, FileWrittenEvent
+from pydantic_ai_harness.guardrails import GuardrailError, InputBlocked, OutputBlocked
 from pydantic_ai_harness.planning import (
     PlanCompletedEvent,
     PlanCreatedEvent,
@@ -51,6 +52,7 @@ from .types import (
     ApprovalResolvedData,
     FileChangeData,
     GuardrailData,
+    GuardrailKind,
     PlanUpdateData,
     StreamEvent,
     StreamEventType,
@@ -334,6 +336,16 @@ class Translator:
                 if spent >= spent_limit:
                     metric, limit, used = name, spent_limit, spent
         data = GuardrailData(kind="budget", action="block", metric=metric, limit=limit, used=used, message=str(exc))
+        return self.make(self.root, StreamEventType.GUARDRAIL, data)
+
+    def guardrail_block(self, exc: GuardrailError) -> AnyStreamEvent:
+        """The `guardrail` block event of a run a harness guardrail failed (before its `error`)."""
+        kind: GuardrailKind = "tool"
+        if isinstance(exc, InputBlocked):
+            kind = "input"
+        elif isinstance(exc, OutputBlocked):
+            kind = "output"
+        data = GuardrailData(kind=kind, action="block", metric=None, limit=None, used=None, message=str(exc))
         return self.make(self.root, StreamEventType.GUARDRAIL, data)
 
     def _close_delegated(self, tool_call_id: str) -> None:
