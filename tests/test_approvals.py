@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from pydantic_ai import CancellationToken
 from pydantic_ai.messages import ModelMessage
 from pydantic_ai.models.function import AgentInfo, DeltaToolCall, DeltaToolCalls, FunctionModel
 
@@ -255,3 +256,33 @@ async def test_a_sub_agents_call_waits_in_the_parent_stream() -> None:
     inner = [s for s in summary(events) if s[1] and s[1][0] == "call-0"]
     assert [s[0] for s in inner] == ["tool_start", "approval_required", "approval_resolved", "tool_end"]
     assert events[-1].data["status"] == "succeeded"
+
+
+async def test_a_callback_that_fails_denies_the_call_and_the_run_goes_on(caplog: pytest.LogCaptureFixture) -> None:
+    def broken(event: AnyStreamEvent) -> bool:
+        raise RuntimeError("the policy service is down")
+
+    stream = run_stream(agent(calling(("launch", {"target": "rocket"}))), "go", DeepAgentDeps(), on_approval=broken)
+    events = await collect(stream)
+    assert summary(events)[2:] == [
+        ("approval_resolved", ("call-0", False, "callback", None)),
+        ("tool_end", ("call-0", None, "the approval callback failed: RuntimeError('the policy service is down')")),
+        ("agent_end", "succeeded"),
+    ]
+    assert "on_approval failed for launch" in caplog.text
+
+
+async def test_cancelling_a_run_that_waits_for_approval() -> None:
+    token = CancellationToken()
+    events: list[AnyStreamEvent] = []
+    stream = run_stream(
+        agent(calling(("launch", {"target": "rocket"}))), "go", DeepAgentDeps(), cancellation_token=token
+    )
+    async for event in stream:
+        events.append(event)
+        if event.event_type == StreamEventType.APPROVAL_REQUIRED:
+            token.cancel()
+    assert summary(events)[-2:] == [
+        ("tool_end", ("call-0", None, "cancelled")),
+        ("agent_end", "cancelled"),
+    ]

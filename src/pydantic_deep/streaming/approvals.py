@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +42,8 @@ __all__ = (
     "deny",
     "require_approval",
 )
+
+logger = logging.getLogger("pydantic_deep.streaming")
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,9 +145,13 @@ class ApprovalBroker:
 
     async def _ask(self, event: ApprovalRequiredStreamEvent) -> None:
         assert self.callback is not None
-        answer = self.callback(event)
-        if inspect.isawaitable(answer):
-            answer = await answer
+        try:
+            answer = self.callback(event)
+            if inspect.isawaitable(answer):
+                answer = await answer
+        except Exception as exc:  # the callback's bug: the call is denied, the run goes on, the log says why
+            logger.exception("on_approval failed for %s; the call is denied", event.data["tool_name"])
+            answer = ApprovalDecision(False, reason=f"the approval callback failed: {exc!r}", decided_by="callback")
         decision = answer if isinstance(answer, ApprovalDecision) else ApprovalDecision(bool(answer))
         if decision.decided_by is None:
             decision = ApprovalDecision(decision.approved, decision.reason, decision.args, "callback")
