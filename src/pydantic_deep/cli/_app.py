@@ -14,7 +14,7 @@ import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, TextIO
@@ -55,6 +55,10 @@ app = typer.Typer(
 )
 
 
+def _env(name: str) -> str:
+    return f"PYDANTIC_DEEP_{name}"
+
+
 @app.command()
 def run(
     prompt: Annotated[str, typer.Argument(help="What you want the agent to do.", show_default=False)],
@@ -90,6 +94,20 @@ def run(
         Path | None, typer.Option(help="Also append each event as a line of JSON to this file.", show_default=False)
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the answer's text.")] = False,
+    require_approval: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A tool whose calls wait for your decision (asked on the terminal); repeat for more.",
+            envvar=_env("REQUIRE_APPROVAL"),
+            show_default=False,
+        ),
+    ] = None,
+    approve_all: Annotated[
+        bool, typer.Option("--approve-all", help="Approve every call that waits for approval, without asking.")
+    ] = False,
+    deny_all: Annotated[
+        bool, typer.Option("--deny-all", help="Deny every call that waits for approval, without asking.")
+    ] = False,
 ) -> None:
     """Run the agent on PROMPT and show it working: answer, tool calls, plan, sub-agents, usage."""
     options = RunOptions(
@@ -102,6 +120,9 @@ def run(
         json_output=json_output,
         log=log,
         quiet=quiet,
+        require_approval=_listed(require_approval),
+        approve_all=approve_all,
+        deny_all=deny_all,
     )
     raise typer.Exit(run_command(options))
 
@@ -116,10 +137,6 @@ def replay(
 ) -> None:
     """Show a recorded run through the same view, at its recorded pace or at once."""
     raise typer.Exit(replay_command(file, speed=speed, instant=instant))
-
-
-def _env(name: str) -> str:
-    return f"PYDANTIC_DEEP_{name}"
 
 
 @app.command()
@@ -268,6 +285,9 @@ class RunOptions:
     json_output: bool = False
     log: Path | None = None
     quiet: bool = False
+    require_approval: list[str] = field(default_factory=list[str])
+    approve_all: bool = False
+    deny_all: bool = False
 
 
 def run_command(options: RunOptions) -> int:
@@ -278,6 +298,7 @@ def run_command(options: RunOptions) -> int:
     from ..agent import create_deep_agent
     from ..deps import DeepAgentDeps
     from ..models import ModelConfigError, resolve_model
+    from ._approve import approval_callback
 
     if not options.prompt.strip():
         raise BadInput('the prompt is empty: say what the agent should do, e.g. pydantic-deep run "Plan a picnic"')
@@ -287,12 +308,16 @@ def run_command(options: RunOptions) -> int:
         raise BadInput(f"--timeout must be a positive number of seconds, got {options.timeout!r}")
     if options.max_steps is not None and options.max_steps < 1:
         raise BadInput(f"--max-steps must be at least 1, got {options.max_steps!r}")
+    if options.approve_all and options.deny_all:
+        raise BadInput("--approve-all and --deny-all cannot be combined: pick one")
     try:
         model = resolve_model(options.model)
     except ModelConfigError as exc:
         raise BadInput(str(exc)) from None
     deps = DeepAgentDeps(backend=_workdir_backend(options.workdir)) if options.workdir is not None else DeepAgentDeps()
-    agent = create_deep_agent(model, instructions=options.instructions)
+    agent = create_deep_agent(
+        model, instructions=options.instructions, require_approval=options.require_approval or None
+    )
     limits = UsageLimits(request_limit=options.max_steps) if options.max_steps is not None else None
 
     # Pydantic AI's first-run banner would be written into our view; this command owns its output.
@@ -300,11 +325,19 @@ def run_command(options: RunOptions) -> int:
     log_file = _open_log(options.log) if options.log is not None else None
     try:
         display = _run_display(options)
+        decide = approval_callback(
+            approve_all=options.approve_all,
+            deny_all=options.deny_all,
+            interactive=sys.stdin.isatty() and not options.json_output,
+            pause=display.pause,
+        )
 
         def events(token: CancellationToken) -> AsyncIterator[AnyStreamEvent]:
             from ..streaming import run_stream
 
-            return run_stream(agent, options.prompt, deps, cancellation_token=token, usage_limits=limits)
+            return run_stream(
+                agent, options.prompt, deps, cancellation_token=token, usage_limits=limits, on_approval=decide
+            )
 
         return asyncio.run(_stream_to_display(events, display, log_file, cancel_after=options.timeout))
     finally:

@@ -51,6 +51,10 @@ class Display(Protocol):
         """Leave the terminal usable at once (second Ctrl-C), skipping the final picture."""
         ...
 
+    def pause(self, paused: bool) -> None:
+        """Stop drawing while a question is asked at the terminal (`True`), and go on after it (`False`)."""
+        ...
+
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
@@ -108,6 +112,15 @@ class LiveDisplay:
         if self._started:
             self.live.stop()
 
+    def pause(self, paused: bool) -> None:
+        if not self._started:
+            return
+        if paused:
+            self.live.stop()  # transient: the live region is cleared, the question goes below what was printed
+        else:
+            self.live.start()
+            self._refresh(force=True)
+
 
 class StaticDisplay:
     """The final view only, printed once (`replay --instant` on a terminal)."""
@@ -133,6 +146,9 @@ class StaticDisplay:
     def abort(self) -> None:
         pass
 
+    def pause(self, paused: bool) -> None:
+        pass
+
 
 class _LineDisplay:
     """What the line-oriented displays share: no animation, notices on stderr, nothing to undo on abort."""
@@ -148,6 +164,9 @@ class _LineDisplay:
 
     def abort(self) -> None:
         pass
+
+    def pause(self, paused: bool) -> None:
+        self.err.flush()
 
 
 class PlainDisplay(_LineDisplay):

@@ -119,6 +119,19 @@ class PlainPrinter:
                 else:
                     result = short_result(event.data.get("result"), 80)
                     self._line(f"{indent}✔ {event.data['tool_name']}{timing}" + (f" → {result}" if result else ""))
+            case StreamEventType.APPROVAL_REQUIRED:
+                reason = f": {event.data['reason']}" if event.data["reason"] else ""
+                self._line(f"{indent}? {event.data['tool_name']} waits for approval{reason}")
+            case StreamEventType.APPROVAL_RESOLVED:
+                verdict = "approved" if event.data["approved"] else "denied"
+                by = f" by {event.data['decided_by']}" if event.data["decided_by"] else ""
+                edited = f" with {clip(short_args(event.data['args'], 40), 100)}" if event.data["args"] else ""
+                self._line(f"{indent}  {verdict}{by}{edited}")
+            case StreamEventType.GUARDRAIL:
+                mark = "⚠" if event.data["action"] == "warn" else "■"
+                self._line(
+                    f"{indent}{mark} {event.data['kind']} {event.data['action']}: {clip(event.data['message'], 160)}"
+                )
             case StreamEventType.PLAN_UPDATE if event.depth == 0:
                 self._plan_changed = True
             case StreamEventType.PLAN_UPDATE:
