@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 from playwright.sync_api import Browser, Page, Request, expect
 from pydantic_ai.messages import ModelMessage
-from pydantic_ai.models.function import AgentInfo, DeltaToolCalls, FunctionModel
+from pydantic_ai.models.function import AgentInfo, DeltaToolCall, DeltaToolCalls, FunctionModel
 
 from _browser_helpers import ARTIFACTS, BROWSER_MARKS, WAIT_MS, open_page, serve
 from _browser_helpers import browser as browser  # the fixture
@@ -260,3 +260,35 @@ def test_dashboard_continues_a_conversation(browser: Browser) -> None:
     assert prompts == ["Plan a picnic", "Make it a barbecue"]
     assert bodies == [{"prompt": "Plan a picnic"}, {"prompt": "Make it a barbecue", "continue_from": first}]
     assert second and second != first
+
+
+def test_dashboard_approves_and_denies_calls_that_wait(browser: Browser) -> None:
+    def launch(target: str) -> str:
+        """Launch something."""
+        return f"launched {target}"
+
+    async def two_launches(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str | DeltaToolCalls]:
+        if len(messages) == 1:
+            yield {
+                0: DeltaToolCall(name="launch", json_args='{"target": "kite"}', tool_call_id="call-1"),
+                1: DeltaToolCall(name="launch", json_args='{"target": "moon"}', tool_call_id="call-2"),
+            }
+            return
+        yield "done"
+
+    model = FunctionModel(stream_function=two_launches, model_name="launcher")
+    agent = create_deep_agent(model, tools=[launch], planning=False, file_tools=False)
+    with serve(create_app(agent, require_approval=["launch"])) as base, open_page(browser, base) as (page, problems):
+        submit(page, "launch both")
+        waiting = page.get_by_test_id("approval")
+        expect(waiting).to_have_count(2, timeout=WAIT_MS)
+        expect(page.get_by_test_id("approval-reason").first).to_have_text("launch needs approval")
+        calls = page.get_by_test_id("tool-call")
+        calls.nth(0).get_by_test_id("approve-button").click()
+        calls.nth(1).get_by_test_id("deny-button").click()
+        expect(page.get_by_test_id("run-status")).to_have_text("succeeded", timeout=WAIT_MS)
+        expect(page.get_by_test_id("approval-decision")).to_have_text(["approved by admin", "denied by admin"])
+        expect(calls.nth(0).get_by_test_id("tool-result")).to_have_text("launched kite")
+        expect(calls.nth(1).get_by_test_id("tool-error")).to_have_text("The user denied this tool call.")
+        expect(page.get_by_test_id("approval")).to_have_count(0)
+        assert problems == []
