@@ -50,6 +50,21 @@ def redis_or_skip(url: str = REDIS_URL) -> None:
         pytest.skip(f"Redis is not reachable at {url} ({type(exc).__name__}); run `make services`")
 
 
+@asynccontextmanager
+async def shared_redis_buses(count: int = 2) -> AsyncIterator[list[Any]]:
+    """`count` `RedisEventBus`es on one fresh key prefix (one per server of a fleet); skips without Redis."""
+    from pydantic_deep.bus import RedisEventBus
+
+    redis_or_skip()
+    prefix = f"pydantic-deep-test:{uuid.uuid4().hex}:"
+    buses = [RedisEventBus(REDIS_URL, prefix=prefix) for _ in range(count)]
+    try:
+        yield buses
+    finally:
+        for bus in buses:
+            await bus.aclose()
+
+
 @dataclass
 class GatedModel:
     """The script of the shared fake model: a run writes a file, then waits at its gate before answering.

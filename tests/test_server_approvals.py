@@ -8,7 +8,6 @@ then decides.
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,10 +16,9 @@ import pytest
 from pydantic_ai.messages import ModelMessage
 from pydantic_ai.models.function import AgentInfo, DeltaToolCall, DeltaToolCalls, FunctionModel
 
-from _fleet_helpers import REDIS_URL, redis_or_skip
+from _fleet_helpers import shared_redis_buses
 from _server_helpers import SseMessage, live_server, sse_stream
 from pydantic_deep import create_deep_agent
-from pydantic_deep.bus import RedisEventBus
 from pydantic_deep.server import create_app
 
 
@@ -140,26 +138,20 @@ async def test_a_budget_in_the_request() -> None:
 
 @pytest.mark.redis
 async def test_an_approval_sent_to_another_server_of_the_fleet() -> None:
-    redis_or_skip()
-    prefix = f"pydantic-deep-test:{uuid.uuid4().hex}:"
-    here, there = RedisEventBus(REDIS_URL, prefix=prefix), RedisEventBus(REDIS_URL, prefix=prefix)
-    try:
-        async with (
-            live_server(create_app(launcher(), bus=here, require_approval=["launch"])) as first_url,
-            live_server(create_app(launcher(), bus=there)) as second_url,
-            httpx.AsyncClient(timeout=30) as http,
-        ):
-            run_id = (await http.post(f"{first_url}/runs", json={"prompt": "go"})).json()["run_id"]
-            async with http.stream("GET", f"{second_url}/runs/{run_id}/events") as response:
-                messages = sse_stream(response)
-                await until(messages, "approval_required")
-                status = (await http.get(f"{second_url}/runs/{run_id}")).json()
-                answer = {"tool_call_id": "call-1", "approved": True}
-                accepted = await http.post(f"{second_url}/runs/{run_id}/approvals", json=answer)
-                rest = [m.json() async for m in messages]
-    finally:
-        for bus in (here, there):
-            await bus.aclose()
+    async with (
+        shared_redis_buses() as (here, there),
+        live_server(create_app(launcher(), bus=here, require_approval=["launch"])) as first_url,
+        live_server(create_app(launcher(), bus=there)) as second_url,
+        httpx.AsyncClient(timeout=30) as http,
+    ):
+        run_id = (await http.post(f"{first_url}/runs", json={"prompt": "go"})).json()["run_id"]
+        async with http.stream("GET", f"{second_url}/runs/{run_id}/events") as response:
+            messages = sse_stream(response)
+            await until(messages, "approval_required")
+            status = (await http.get(f"{second_url}/runs/{run_id}")).json()
+            answer = {"tool_call_id": "call-1", "approved": True}
+            accepted = await http.post(f"{second_url}/runs/{run_id}/approvals", json=answer)
+            rest = [m.json() async for m in messages]
     assert (status["status"], [p["tool_call_id"] for p in status["pending_approvals"]]) == (
         "awaiting_approval",
         ["call-1"],

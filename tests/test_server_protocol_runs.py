@@ -7,15 +7,13 @@ goes away or another one joins, then the model is let through.
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 
-from _fleet_helpers import REDIS_URL, redis_or_skip
+from _fleet_helpers import shared_redis_buses
 from _server_helpers import Script, SseMessage, client, live_server, parse_sse, sse_stream
-from pydantic_deep.bus import RedisEventBus
 from pydantic_deep.server import create_app
 from test_server_protocols import agui_body, check_agui_nesting, vercel_body
 
@@ -175,28 +173,22 @@ async def test_each_principal_has_its_own_protocol_runs() -> None:
 
 @pytest.mark.redis
 async def test_a_chat_resumes_on_another_server_of_the_fleet() -> None:
-    redis_or_skip()
-    prefix = f"pydantic-deep-test:{uuid.uuid4().hex}:"
-    here, there = RedisEventBus(REDIS_URL, prefix=prefix), RedisEventBus(REDIS_URL, prefix=prefix)
     script = Script(["far ", "away"], paced=True)
-    try:
-        async with (
-            live_server(create_app(script.agent(), bus=here)) as first_url,
-            live_server(create_app(script.agent(), bus=there)) as second_url,
-            httpx.AsyncClient(timeout=30) as http,
-        ):
-            script.allow(1)
-            async with http.stream("POST", f"{first_url}/vercel-ai", json=vercel_body("x", "chat-f")) as response:
-                messages = sse_stream(response)
-                first = await frames_until(messages, "text-delta")
-                async with http.stream("GET", f"{second_url}/vercel-ai/chat-f/stream") as elsewhere:
-                    there_messages = sse_stream(elsewhere)
-                    joined = await frames_until(there_messages, "text-delta")
-                    script.allow(2)
-                    joined += [m async for m in there_messages]
-                rest = [m async for m in messages]
-    finally:
-        for bus in (here, there):
-            await bus.aclose()
+    async with (
+        shared_redis_buses() as (here, there),
+        live_server(create_app(script.agent(), bus=here)) as first_url,
+        live_server(create_app(script.agent(), bus=there)) as second_url,
+        httpx.AsyncClient(timeout=30) as http,
+    ):
+        script.allow(1)
+        async with http.stream("POST", f"{first_url}/vercel-ai", json=vercel_body("x", "chat-f")) as response:
+            messages = sse_stream(response)
+            first = await frames_until(messages, "text-delta")
+            async with http.stream("GET", f"{second_url}/vercel-ai/chat-f/stream") as elsewhere:
+                there_messages = sse_stream(elsewhere)
+                joined = await frames_until(there_messages, "text-delta")
+                script.allow(2)
+                joined += [m async for m in there_messages]
+            rest = [m async for m in messages]
     assert [(m.id, m.data) for m in joined] == [(m.id, m.data) for m in first + rest]
     assert joined[-1].data == "[DONE]"

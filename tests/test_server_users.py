@@ -9,7 +9,6 @@ import base64
 import hashlib
 import hmac
 import json
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +17,8 @@ import pytest
 from httpx_ws import WebSocketDisconnect, aconnect_ws
 from starlette.requests import HTTPConnection
 
-from _fleet_helpers import REDIS_URL, redis_or_skip
+from _fleet_helpers import shared_redis_buses
 from _server_helpers import Script, client, events_of, live_server, parse_sse
-from pydantic_deep.bus import RedisEventBus
 from pydantic_deep.server import ServerConfigError, create_app, read_tokens_file, serve
 
 TOKENS = {"alice": "alice-secret", "bob": "bob-secret", "admin": "admin-secret"}
@@ -77,19 +75,15 @@ async def test_another_principal_cannot_follow_a_run_over_websocket() -> None:
 
 @pytest.mark.redis
 async def test_ownership_holds_across_the_fleet() -> None:
-    redis_or_skip()
-    prefix = f"pydantic-deep-test:{uuid.uuid4().hex}:"
-    here, there = RedisEventBus(REDIS_URL, prefix=prefix), RedisEventBus(REDIS_URL, prefix=prefix)
-    try:
-        script = Script(["fleet"])
-        async with client(create_app(script.agent(), bus=here, tokens=TOKENS)) as first:
-            run_id = (await first.post("/runs", json={"prompt": "x"}, headers=bearer("alice"))).json()["run_id"]
-            await first.get(f"/runs/{run_id}/events", headers=bearer("alice"))
-            async with client(create_app(script.agent(), bus=there, tokens=TOKENS)) as second:
-                views = {who: await every_view(second, run_id, who) for who in ("alice", "bob", "admin")}
-    finally:
-        for bus in (here, there):
-            await bus.aclose()
+    script = Script(["fleet"])
+    async with (
+        shared_redis_buses() as (here, there),
+        client(create_app(script.agent(), bus=here, tokens=TOKENS)) as first,
+    ):
+        run_id = (await first.post("/runs", json={"prompt": "x"}, headers=bearer("alice"))).json()["run_id"]
+        await first.get(f"/runs/{run_id}/events", headers=bearer("alice"))
+        async with client(create_app(script.agent(), bus=there, tokens=TOKENS)) as second:
+            views = {who: await every_view(second, run_id, who) for who in ("alice", "bob", "admin")}
     assert [views[who]["status"] for who in ("alice", "bob", "admin")] == [200, 404, 200]
     assert [views[who]["listed"] for who in ("alice", "bob", "admin")] == [True, False, True]
     assert [views[who]["events"] for who in ("alice", "bob", "admin")] == [200, 404, 200]
