@@ -192,3 +192,26 @@ async def test_a_chat_resumes_on_another_server_of_the_fleet() -> None:
             rest = [m async for m in messages]
     assert [(m.id, m.data) for m in joined] == [(m.id, m.data) for m in first + rest]
     assert joined[-1].data == "[DONE]"
+
+
+async def test_a_protocol_run_that_waits_for_approval_is_decided_over_runs() -> None:
+    async def launch(target: str) -> str:
+        """Launch something."""
+        return f"launched {target}"
+
+    script = Script(["done"], tool="launch", tool_args={"target": "kite"})
+    app = create_app(script.agent(tools=[launch]), require_approval=["launch"])
+    async with live_server(app) as url, httpx.AsyncClient(base_url=url, timeout=30) as http:
+        async with http.stream("POST", "/ag-ui", json=agui_body("launch it")) as response:
+            messages = sse_stream(response)
+            asked = await frames_until(messages, '"approval_required"')
+            answer = {"tool_call_id": "call-1", "approved": True}
+            decided = await http.post(f"/runs/{response.headers['x-run-id']}/approvals", json=answer)
+            rest = [json.loads(m.data) async for m in messages]
+    assert json.loads(asked[-1].data)["value"]["tool_name"] == "launch"
+    assert decided.status_code == 202
+    events = [json.loads(m.data) for m in asked] + rest
+    check_agui_nesting(events)
+    custom = [e["name"] for e in events if e["type"] == "CUSTOM"]
+    assert custom == ["progress", "approval_required", "approval_resolved", "progress", "agent_end"]
+    assert next(e for e in events if e["type"] == "TOOL_CALL_RESULT")["content"] == "launched kite"

@@ -7,8 +7,8 @@ run's log on the bus. The log's events are turned back into Pydantic AI's own st
 
 What the protocols have no event for travels where each has room for it: usage, cost and the run's end
 as Vercel AI message metadata (`metadata.pydantic_deep`) or AG-UI `CUSTOM` events named `progress` and
-`agent_end`; plan, file, sub-agent and tool-progress events as Vercel AI `data-<event_type>` parts or
-AG-UI `CUSTOM` events named after the event type.
+`agent_end`; plan, file, sub-agent, tool-progress, approval and guardrail events as Vercel AI
+`data-<event_type>` parts or AG-UI `CUSTOM` events named after the event type.
 
 The translation depends on the log alone: message ids are made from the run id, so every reader, on any
 process, at any time, gets the same frames. Each frame's SSE `id` is its position in that sequence, which
@@ -69,6 +69,9 @@ _CARRIED = frozenset(
         StreamEventType.SUBAGENT_START,
         StreamEventType.SUBAGENT_END,
         StreamEventType.TOOL_PROGRESS,
+        StreamEventType.APPROVAL_REQUIRED,
+        StreamEventType.APPROVAL_RESOLVED,
+        StreamEventType.GUARDRAIL,
         StreamEventType.AGENT_END,
     }
 )
@@ -258,7 +261,9 @@ def _vercel_chunk(event: AnyStreamEvent, run_id: str) -> BaseChunk:
             return DataChunk(type="data-file_change", id=data["path"], data=dict(data))
         case StreamEventType.TOOL_PROGRESS:
             return DataChunk(type="data-tool_progress", id=data["tool_call_id"], data=dict(data), transient=True)
-        case _:  # sub-agents: one part per delegation, from its start to its end
+        case StreamEventType.GUARDRAIL:
+            return DataChunk(type="data-guardrail", id=f"{run_id}-{event.seq}", data=dict(data))
+        case _:  # sub-agents and approvals: one part per delegation or call
             return DataChunk(type=f"data-{event.event_type.value}", id=data["tool_call_id"], data=dict(data))
 
 
