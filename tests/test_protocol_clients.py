@@ -146,3 +146,47 @@ async def test_the_ag_ui_client_reports_a_failed_run() -> None:
     assert client.seen("event")[-1] == "RUN_ERROR"
     assert outcome["messages"][-1]["content"] == "half "  # what the model said before it broke
     assert outcome["custom"][-1]["value"]["status"] == "failed"
+
+
+def launch(target: str) -> str:
+    """Launch something."""
+    return f"launched {target}"
+
+
+async def approval_chat(protocol: str, decision: str) -> tuple[dict[str, Any], dict[str, Any], Script]:
+    """Run a chat in which `launch` needs approval and the client answers `decision`; what it was asked
+    and the messages it ended with."""
+    script = Script(["done"], tool="launch", tool_args={"target": "kite"})
+    app = create_app(script.agent(tools=[launch]), require_approval=["launch"])
+    async with live_server(app) as url, node("approve.mjs", protocol, url, "chat-a", "launch it", decision) as client:
+        asked = await client.until("asked")
+        ended = await client.until("messages")
+        assert await client.process.wait() == 0, client.lines
+    return asked["asked"], ended, script
+
+
+async def test_the_ai_sdk_chat_answers_a_tool_approval_request() -> None:
+    asked, ended, script = await approval_chat("vercel", "approve")
+    assert asked == [{"type": "tool-launch", "input": {"target": "kite"}, "approval": {"id": "call-1"}}]
+    assistant = ended["messages"][-1]
+    tool = next(part for part in assistant["parts"] if part["type"] == "tool-launch")
+    assert (tool["state"], tool["output"], tool["approval"]["approved"]) == ("output-available", "launched kite", True)
+    assert [part["text"] for part in assistant["parts"] if part["type"] == "text"] == ["done"]
+    assert len(script.messages) == 2  # the tool call, then the answer after the approved call ran
+
+
+async def test_the_ai_sdk_chat_denies_a_call_with_a_reason() -> None:
+    _, ended, script = await approval_chat("vercel", "deny:not today")
+    tool = next(part for part in ended["messages"][-1]["parts"] if part["type"] == "tool-launch")
+    denial = {"id": "call-1", "approved": False, "reason": "not today"}
+    assert (tool["state"], tool["approval"]) == ("output-denied", denial)
+    returned = [part for part in script.messages[-1][-1].parts if getattr(part, "tool_name", None) == "launch"]
+    assert [part.content for part in returned] == ["not today"]  # what the model was told
+
+
+async def test_an_agui_client_resumes_an_interrupt() -> None:
+    asked, ended, script = await approval_chat("agui", "approve")
+    assert [(i["reason"], i["toolCallId"], i["id"]) for i in asked] == [("tool_call", "call-1", "int-call-1")]
+    assert [m.get("content") for m in ended["messages"] if m["role"] == "tool"] == ["launched kite"]
+    assert ended["messages"][-1]["content"] == "done" and ended["pending"] == []
+    assert len(script.messages) == 2

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from _fleet_helpers import shared_redis_buses
 from _server_helpers import Script, SseMessage, client, live_server, parse_sse, sse_stream
@@ -194,24 +195,31 @@ async def test_a_chat_resumes_on_another_server_of_the_fleet() -> None:
     assert joined[-1].data == "[DONE]"
 
 
-async def test_a_protocol_run_that_waits_for_approval_is_decided_over_runs() -> None:
+async def test_a_call_that_needs_approval_ends_a_protocol_run_the_protocols_way() -> None:
     async def launch(target: str) -> str:
         """Launch something."""
         return f"launched {target}"
 
-    script = Script(["done"], tool="launch", tool_args={"target": "kite"})
-    app = create_app(script.agent(tools=[launch]), require_approval=["launch"])
-    async with live_server(app) as url, httpx.AsyncClient(base_url=url, timeout=30) as http:
-        async with http.stream("POST", "/ag-ui", json=agui_body("launch it")) as response:
-            messages = sse_stream(response)
-            asked = await frames_until(messages, '"approval_required"')
-            answer = {"tool_call_id": "call-1", "approved": True}
-            decided = await http.post(f"/runs/{response.headers['x-run-id']}/approvals", json=answer)
-            rest = [json.loads(m.data) async for m in messages]
-    assert json.loads(asked[-1].data)["value"]["tool_name"] == "launch"
-    assert decided.status_code == 202
-    events = [json.loads(m.data) for m in asked] + rest
+    def app() -> FastAPI:  # a model of its own for each: its first request calls the tool
+        script = Script(["done"], tool="launch", tool_args={"target": "kite"})
+        return create_app(script.agent(tools=[launch]), require_approval=["launch"])
+
+    async with client(app()) as http:
+        vercel = await http.post("/vercel-ai", json=vercel_body("launch it"))
+    async with client(app()) as http:
+        agui = await http.post("/ag-ui", json=agui_body("launch it"))
+        info = (await http.get(f"/runs/{agui.headers['x-run-id']}")).json()
+        bad = {**agui_body("launch it"), "runId": "run-2", "resume": [{"interruptId": "call-1", "status": "resolved"}]}
+        refused = await http.post("/ag-ui", json=bad)
+    events = [json.loads(m.data) for m in parse_sse(agui.text)]
     check_agui_nesting(events)
-    custom = [e["name"] for e in events if e["type"] == "CUSTOM"]
-    assert custom == ["progress", "approval_required", "approval_resolved", "progress", "agent_end"]
-    assert next(e for e in events if e["type"] == "TOOL_CALL_RESULT")["content"] == "launched kite"
+    interrupt = events[-1]["outcome"]["interrupts"][0]
+    assert (events[-1]["outcome"]["type"], interrupt["toolCallId"], interrupt["metadata"]) == (
+        "interrupt",
+        "call-1",
+        {"reason": "launch needs approval"},
+    )
+    chunks = [json.loads(m.data) for m in parse_sse(vercel.text) if m.data != "[DONE]"]
+    assert {"type": "tool-approval-request", "approvalId": "call-1", "toolCallId": "call-1"} in chunks
+    assert (info["status"], info["pending_approvals"]) == ("succeeded", [])  # ended, its answer comes next time
+    assert (refused.status_code, refused.json()["error"]["field"]) == (422, "resume")

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic_ai import CustomEvent
+from pydantic_ai import AgentRunResult, AgentRunResultEvent, CustomEvent, DeferredToolRequests
 from pydantic_ai.exceptions import RunCancelled
 from pydantic_ai.messages import (
     FunctionToolCallEvent,
@@ -40,7 +40,12 @@ from pydantic_ai.messages import (
 )
 from pydantic_ai.ui import NativeEvent, UIEventStream
 from pydantic_ai.ui.vercel_ai import VercelAIEventStream
-from pydantic_ai.ui.vercel_ai.response_types import BaseChunk, DataChunk, MessageMetadataChunk
+from pydantic_ai.ui.vercel_ai.response_types import (
+    BaseChunk,
+    DataChunk,
+    MessageMetadataChunk,
+    ToolApprovalRequestChunk,
+)
 
 from ..bus import EventBatch
 from ..streaming import AnyStreamEvent, StreamEventType
@@ -115,6 +120,12 @@ class LogReplay:
     ending: Literal["failed", "cancelled"] | None = None
     timestamp: datetime | None = None
     """The timestamp of the log event being turned into frames."""
+    waiting: dict[str, tuple[ToolCallPart, str | None]] = field(
+        default_factory=dict[str, tuple[ToolCallPart, str | None]]
+    )
+    """Calls asking for approval and not answered yet, with the reason: a run that ends with some ended
+    the Pydantic AI way, its output the `DeferredToolRequests` the protocols turn into approval requests."""
+    denied: set[str] = field(default_factory=set[str])
 
     def feed(self, event: AnyStreamEvent) -> list[NativeEvent]:
         out: list[NativeEvent] = []
@@ -135,23 +146,39 @@ class LogReplay:
             self._call(out, data["tool_call_id"] or "", data["tool_name"], data["args"])
         elif event_type is StreamEventType.TOOL_END:
             failed = data["error"] is not None
+            denied = data["tool_call_id"] in self.denied
             result = ToolReturnPart(
                 tool_name=data["tool_name"],
                 content=data["error"] if failed else data["result"],
                 tool_call_id=data["tool_call_id"] or "",
-                outcome="failed" if failed else "success",
+                outcome="denied" if denied else "failed" if failed else "success",
             )
             out.append(FunctionToolResultEvent(result))
         elif event_type is StreamEventType.ERROR:
             self.error = (data["error"], data["exception_type"])
+        elif event_type is StreamEventType.APPROVAL_REQUIRED:
+            call = ToolCallPart(tool_name=data["tool_name"], args=data["args"], tool_call_id=data["tool_call_id"])
+            self.waiting[call.tool_call_id] = (call, data["reason"])
+        elif event_type is StreamEventType.APPROVAL_RESOLVED:
+            self.waiting.pop(data["tool_call_id"], None)
+            if not data["approved"]:
+                self.denied.add(data["tool_call_id"])
         if event_type in _CARRIED:
             if event_type in (StreamEventType.PROGRESS, StreamEventType.AGENT_END):
                 self._close(out, None)
                 self.kind = None
             out.append(LogEvent(event=event))
-        if event_type is StreamEventType.AGENT_END and data["status"] != "succeeded":
-            self.ending = data["status"]
+        if event_type is StreamEventType.AGENT_END:
+            if data["status"] != "succeeded":
+                self.ending = data["status"]
+            elif self.waiting:
+                out.append(AgentRunResultEvent(AgentRunResult(self._deferred())))
         return out
+
+    def _deferred(self) -> DeferredToolRequests:
+        calls = [call for call, _ in self.waiting.values()]
+        reasons = {call_id: {"reason": reason} for call_id, (_, reason) in self.waiting.items() if reason is not None}
+        return DeferredToolRequests(approvals=calls, metadata=reasons)
 
     def end(self) -> None:
         """Raise what ended the run, as the protocols' error handling expects it (nothing for a success)."""
@@ -188,12 +215,12 @@ class LogReplay:
             self._start(out, "tool-call", ToolCallPart(tool_name=name, args=fragment, tool_call_id=call_id))
 
     def _call(self, out: list[NativeEvent], call_id: str, name: str, args: dict[str, Any]) -> None:
-        if call_id not in self.streamed:  # its arguments came whole: the part starts and ends here
-            self._start(out, "tool-call", ToolCallPart(tool_name=name, args=args, tool_call_id=call_id))
         self._close(out, None)
-        out.append(
-            FunctionToolCallEvent(ToolCallPart(tool_name=name, args=args, tool_call_id=call_id), args_valid=True)
-        )
+        # A call this run's model did not make (its arguments were never streamed) is one from the history
+        # that an answer lets run now: the client has its part already. A denied one does not run at all.
+        if call_id not in self.denied:
+            call = ToolCallPart(tool_name=name, args=args, tool_call_id=call_id)
+            out.append(FunctionToolCallEvent(call, args_valid=True))
 
     def _start(self, out: list[NativeEvent], kind: _PartKind, part: TextPart | ThinkingPart | ToolCallPart) -> None:
         self._close(out, kind)
@@ -241,6 +268,14 @@ class VercelAILogStream(VercelAIEventStream[Any, Any]):
             yield KEEP_ALIVE_CHUNK
             return
         yield _vercel_chunk(logged, self.run_key)
+
+    async def handle_run_result(self, event: AgentRunResultEvent[Any]) -> AsyncIterator[BaseChunk]:
+        # Only a run that ended with calls waiting for approval has a result event here (see `LogReplay`);
+        # its usage and end went as message metadata already.
+        output = event.result.output
+        if self.sdk_version >= 6 and isinstance(output, DeferredToolRequests):
+            for call in output.approvals:
+                yield ToolApprovalRequestChunk(approval_id=call.tool_call_id, tool_call_id=call.tool_call_id)
 
 
 KEEP_ALIVE_CHUNK = DataChunk(type="data-keep-alive", data=None, transient=True)

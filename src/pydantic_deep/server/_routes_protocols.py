@@ -14,13 +14,14 @@ started instead of starting another.
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
 from pydantic_ai import DeferredToolRequests
 from pydantic_ai.capabilities import AbstractCapability, ReinjectSystemPrompt
+from pydantic_ai.exceptions import UserError
 from pydantic_ai.messages import ModelMessage, ModelRequest, UserPromptPart
 from pydantic_ai.ui import UIAdapter, UIEventStream
 from pydantic_ai.ui.vercel_ai import VercelAIAdapter
@@ -41,6 +42,10 @@ _AG_UI_RUNS = uuid.UUID("6f1d5c3e-4a8b-4f57-9d0e-2b7c1a9e8f31")
 """The namespace of the run ids of AG-UI runs: one per principal, thread and client run id."""
 
 _Adapter = TypeVar("_Adapter", bound=UIAdapter[Any, Any, Any, Any, Any])
+
+_AI_SDK_VERSION: Literal[6] = 6
+"""The UI message stream of AI SDK 6 (7 speaks the same): with tool approval parts, which an AI SDK 5
+client only meets when a call asks for approval."""
 
 _CURSOR = "The id of the last frame received: frames after it are sent (a resumed stream)."
 
@@ -88,8 +93,11 @@ async def ag_ui(
 )
 async def vercel_ai(request: Request, context: Context, principal: Principal) -> Response:
     """The Vercel AI SDK's UI message stream protocol (`useChat`, `DefaultChatTransport`)."""
-    adapter = await _read(VercelAIAdapter[Any, Any], request, context)
-    record = await _start(context, adapter, principal, "vercel-ai", adapter.run_input.id)
+    adapter = await _read(VercelAIAdapter[Any, Any], request, context, sdk_version=_AI_SDK_VERSION)
+    last = adapter.run_input.messages[-1] if adapter.run_input.messages else None
+    # Answering an approval request, the chat goes on with the assistant message that asked it.
+    going_on = last.id if last is not None and last.role == "assistant" else None
+    record = await _start(context, adapter, principal, "vercel-ai", adapter.run_input.id, message_id=going_on)
     return await _follow(context, record, _vercel_stream(adapter, record), -1, LogReplay())
 
 
@@ -113,7 +121,8 @@ async def vercel_ai_resume(
     record = await context.runs.latest("vercel-ai", chat_id, principal)
     if record is None or record.status != "running":
         return Response(status_code=204)
-    stream = VercelAILogStream(server_message_id=record.run_id, run_key=record.run_id)
+    message_id = record.message_id or record.run_id
+    stream = VercelAILogStream(sdk_version=_AI_SDK_VERSION, server_message_id=message_id, run_key=record.run_id)
     return await _follow(context, record, stream, -1 if after is None else after, LogReplay())
 
 
@@ -122,15 +131,15 @@ def _vercel_stream(adapter: VercelAIAdapter[Any, Any], record: RunRecord) -> Ver
         adapter.run_input,
         accept=adapter.accept,
         sdk_version=adapter.sdk_version,
-        server_message_id=adapter.server_message_id or record.run_id,
+        server_message_id=adapter.server_message_id or record.message_id or record.run_id,
         manage_system_prompt=adapter.manage_system_prompt,
         run_key=record.run_id,
     )
 
 
-async def _read(adapter_type: type[_Adapter], request: Request, context: ServerContext) -> _Adapter:
+async def _read(adapter_type: type[_Adapter], request: Request, context: ServerContext, **options: Any) -> _Adapter:
     try:
-        return await adapter_type.from_request(request, agent=context.agent)
+        return await adapter_type.from_request(request, agent=context.agent, **options)
     except ValidationError as exc:
         raise ApiError.invalid(validation_errors(exc.errors())) from None
 
@@ -143,9 +152,13 @@ async def _start(
     conversation: str,
     *,
     run_id: str | None = None,
+    message_id: str | None = None,
 ) -> RunRecord:
     """Start the adapter's run in the registry: its messages as history, the client's tools, its answers."""
-    deferred = adapter.deferred_tool_results
+    try:
+        deferred = adapter.deferred_tool_results
+    except UserError as exc:  # an AG-UI `resume` payload that is not an answer
+        raise ApiError.invalid([FieldError(field="resume", message=str(exc))]) from None
     messages = adapter.sanitize_messages(adapter.messages, deferred_tool_results=deferred)
     if not messages:
         raise ApiError.invalid(
@@ -160,8 +173,11 @@ async def _start(
         conversation=conversation,
         toolsets=[toolset] if toolset is not None else (),
         capabilities=capabilities,
-        output_type=[context.agent.output_type, DeferredToolRequests] if toolset is not None else None,
+        # Calls for the client's tools, and calls that need approval, end the run the protocol's way: the
+        # client answers them (tool results, approval responses, AG-UI `resume`) in its next request.
+        output_type=[context.agent.output_type, DeferredToolRequests],
         deferred_tool_results=deferred,
+        message_id=message_id,
     )
     try:
         return await context.runs.start(

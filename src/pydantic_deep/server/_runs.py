@@ -95,6 +95,9 @@ class ProtocolRun:
     capabilities: Sequence[AbstractCapability[Any]] = ()
     output_type: Any = None
     deferred_tool_results: DeferredToolResults | None = None
+    message_id: str | None = None
+    """The id of the client's assistant message the run's answer goes on with (a Vercel AI chat answering
+    an approval request); `None`: the answer is a new message, its id the run id."""
 
 
 @dataclass(kw_only=True, eq=False)
@@ -124,6 +127,8 @@ class RunRecord:
     protocol: RunProtocol = "runs"
     conversation: str | None = None
     """The chat or thread id of a run a protocol endpoint started (see `ProtocolRun`)."""
+    message_id: str | None = None
+    """The protocol message the run's answer goes on with (see `ProtocolRun.message_id`)."""
     via: ProtocolRun | None = None
     require_approval: Sequence[str] = ()
     """Tools whose calls wait for a decision in this run (the server's and the request's)."""
@@ -223,6 +228,7 @@ def _record_from_meta(run_id: str, meta: dict[str, str]) -> RunRecord:
         principal=meta.get("principal") or None,
         protocol=_protocol(meta.get("protocol")),
         conversation=meta.get("conversation") or None,
+        message_id=meta.get("message_id") or None,
     )
     record.status = _status(meta.get("status"))
     record.finished_at = _parse_time(meta.get("finished_at"))
@@ -391,6 +397,7 @@ class RunRegistry:
             principal=principal,
             protocol=via.protocol if via is not None else "runs",
             conversation=via.conversation if via is not None else None,
+            message_id=via.message_id if via is not None else None,
             via=via,
             require_approval=[*self.require_approval, *require_approval],
             budget=budget,
@@ -408,6 +415,8 @@ class RunRegistry:
             meta["protocol"] = via.protocol
             if via.conversation is not None:
                 meta["conversation"] = via.conversation
+            if via.message_id is not None:
+                meta["message_id"] = via.message_id
         try:
             await self.bus.open(record.run_id, meta)
             await self.bus.renew(self.owner, [record.run_id], self.lease_seconds)

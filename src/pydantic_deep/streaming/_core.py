@@ -18,7 +18,7 @@ from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
-from pydantic_ai import Agent, AgentRunResult, CancellationToken, DeferredToolResults
+from pydantic_ai import Agent, AgentRunResult, CancellationToken, DeferredToolRequests, DeferredToolResults
 from pydantic_ai.agent import AbstractAgent
 from pydantic_ai.capabilities import AbstractCapability
 from pydantic_ai.exceptions import RunCancelled, UsageLimitExceeded
@@ -152,6 +152,15 @@ def _cost(usage: RunUsage) -> float | None:
 _END: Any = object()
 
 
+def _accepts_deferred(output_type: object) -> bool:
+    """Whether an output spec lists `DeferredToolRequests` (at any depth of nested lists)."""
+    if output_type is DeferredToolRequests:
+        return True
+    if isinstance(output_type, Sequence) and not isinstance(output_type, str):
+        return any(_accepts_deferred(item) for item in cast(Sequence[object], output_type))
+    return False
+
+
 def _check_arguments(agent: object, prompt: object) -> None:
     """Fail at the call, with the offending value, rather than deep inside the run."""
     if not isinstance(agent, AbstractAgent):
@@ -208,7 +217,11 @@ async def _drive(
     approvals: ApprovalBroker,
 ) -> None:
     run_id = options.run_id or str(uuid.uuid4())
-    state = StreamState(root_run_id=run_id, approvals=approvals)
+    output_type = options.output_type if options.output_type is not None else getattr(agent, "output_type", None)
+    # A run whose output type takes `DeferredToolRequests` ends with the calls that wait, as Pydantic AI's
+    # runs do (the protocols' clients answer them in their next request); any other waits in the stream.
+    in_stream = not _accepts_deferred(output_type)
+    state = StreamState(root_run_id=run_id, approvals=approvals if in_stream else None)
     state.depths[run_id] = 0
     CURRENT_STREAM.set(state)
     agent_name = agent.name
@@ -222,6 +235,9 @@ async def _drive(
     model = options.model if options.model is not None else getattr(agent, "model", None)
     start = AgentStartData(agent_name=agent_name, prompt=prompt, model=model_label(model))
     await put(tr.make(root, StreamEventType.AGENT_START, start))
+    if options.deferred_tool_results is not None:  # decisions the caller brings (a protocol client's answers)
+        for decided in tr.resolved(options.deferred_tool_results, root):
+            await put(decided)
     try:
         async with (
             _Deadlines(options.run_timeout, options.idle_timeout) as deadlines,

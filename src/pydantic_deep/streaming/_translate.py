@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from pydantic_ai import ToolApproved, ToolDenied
+from pydantic_ai import DeferredToolResults, ToolApproved, ToolDenied
 from pydantic_ai.exceptions import UsageLimitExceeded
 from pydantic_ai.messages import (
     AgentStreamEvent,
@@ -276,8 +276,16 @@ class Translator:
         return made[-1]
 
     def _approvals_resolved(self, event: DeferredToolResultsEvent, view: RunView) -> AnyStreamEvent | None:
+        made = self.resolved(event.results, view)
+        if not made:
+            return None
+        self.backlog.extend(made[:-1])
+        return made[-1]
+
+    def resolved(self, results: DeferredToolResults, view: RunView) -> list[AnyStreamEvent]:
+        """One `approval_resolved` per decided call of `results` (in the stream, or brought by the request)."""
         made: list[AnyStreamEvent] = []
-        for tool_call_id, result in event.results.approvals.items():
+        for tool_call_id, result in results.approvals.items():
             decision = self.state.approvals.resolved(tool_call_id) if self.state.approvals is not None else None
             approved = result is True or isinstance(result, ToolApproved)
             reason = result.message if isinstance(result, ToolDenied) else None
@@ -290,10 +298,7 @@ class Translator:
                 args=dict(args) if args is not None else None,
             )
             made.append(self.make(view, StreamEventType.APPROVAL_RESOLVED, data))
-        if not made:
-            return None
-        self.backlog.extend(made[:-1])
-        return made[-1]
+        return made
 
     def _budget_warning(self, event: BudgetWarning | SpendRecordedEvent, view: RunView) -> AnyStreamEvent | None:
         """A `guardrail` warn event the first time a run passes `warn_at` of a limit."""

@@ -69,7 +69,8 @@ class RunOptions(TypedDict, total=False):
     capabilities: Sequence[AbstractCapability[Any]]
     """More capabilities for this run only, as Pydantic AI's `capabilities=`."""
     output_type: OutputSpec[Any] | None
-    """This run's output type instead of the agent's, as Pydantic AI's `output_type=`."""
+    """This run's output type instead of the agent's, as Pydantic AI's `output_type=`. One that lists
+    `DeferredToolRequests` ends the run with the calls that need approval instead of waiting for them."""
     deferred_tool_results: DeferredToolResults | None
     """Answers to the deferred tool calls (approvals, external results) the history ends with."""
     on_approval: ApprovalCallback | None
