@@ -286,3 +286,40 @@ async def test_cancelling_a_run_that_waits_for_approval() -> None:
         ("tool_end", ("call-0", None, "cancelled")),
         ("agent_end", "cancelled"),
     ]
+
+
+async def test_each_decision_is_an_event_of_the_run_span_in_the_trace() -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from pydantic_deep.tracing import InMemoryExporter, OpenTelemetryExporter, TraceContext
+
+    otel = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(otel))
+    memory = InMemoryExporter()
+    trace = TraceContext(exporters=[memory, OpenTelemetryExporter(provider)])
+    model = calling(("launch", {"target": "moon"}), ("launch", {"target": "mars"}))
+    answers = {"call-0": ApprovalDecision(True), "call-1": ApprovalDecision(False, reason="not mars")}
+    deps = DeepAgentDeps(trace_context=trace)
+    stream = run_stream(agent(model), "go", deps=deps, on_approval=lambda e: answers[e.data["tool_call_id"]])
+    await collect(stream)
+    run_span = memory.find(kind="agent_run")[0]
+    assert [(e.name, e.attributes["tool_call_id"], e.attributes.get("approved")) for e in run_span.events] == [
+        ("approval_required", "call-0", None),
+        ("approval_required", "call-1", None),
+        ("approval_resolved", "call-0", True),
+        ("approval_resolved", "call-1", False),
+    ]
+    assert run_span.events[0].attributes["args"] == {"target": "moon"}
+    assert run_span.events[3].attributes["reason"] == "not mars"
+    assert run_span.to_dict()["events"][3]["name"] == "approval_resolved"
+    exported = next(span for span in otel.get_finished_spans() if span.name == "invoke_agent assistant")
+    assert [(e.name, dict(e.attributes or {}).get("pydantic_deep.approved")) for e in exported.events] == [
+        ("approval_required", None),
+        ("approval_required", None),
+        ("approval_resolved", True),
+        ("approval_resolved", False),
+    ]
+    assert dict(exported.events[0].attributes or {})["pydantic_deep.args"] == '{"target": "moon"}'

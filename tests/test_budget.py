@@ -17,8 +17,10 @@ from pydantic_ai.messages import ModelMessage
 from pydantic_ai.models.function import AgentInfo, DeltaToolCall, DeltaToolCalls, FunctionModel
 
 from pydantic_deep import Budget, DeepAgentDeps, create_deep_agent
+from pydantic_deep.budget import BudgetExceeded
 from pydantic_deep.streaming import AnyStreamEvent, StreamEventType, run_stream
 from pydantic_deep.testing import FakeOpenAIServer, ScriptReply, ScriptRequest, ScriptResult, ScriptToolCall
+from pydantic_deep.tracing import InMemoryExporter, TraceContext
 
 
 def looping() -> FunctionModel:
@@ -71,6 +73,22 @@ async def test_a_step_budget_warns_then_stops_the_run() -> None:
     assert [e.data["requests"] for e in events if e.event_type == StreamEventType.PROGRESS] == [1, 2, 3, 4]
     block = next(e for e in events if e.event_type == StreamEventType.GUARDRAIL and e.data["action"] == "block")
     assert block.data["message"] == "the budget of 4 model requests is spent (4 used). Give the run a larger Budget."
+
+
+async def test_the_trace_records_the_warning_and_the_stop_on_the_run_span() -> None:
+    memory = InMemoryExporter()
+    agent = create_deep_agent(
+        looping(), tools=[pause], budget=Budget(max_steps=2, warn_at=0.5), file_tools=False, planning=False
+    )
+    with pytest.raises(BudgetExceeded):
+        async for _ in run_stream(agent, "go", DeepAgentDeps(trace_context=TraceContext(exporters=[memory]))):
+            pass
+    span = memory.find(kind="agent_run")[0]
+    assert (span.status, span.error_type) == ("error", "BudgetExceeded")
+    assert [(e.name, e.attributes["kind"], e.attributes["action"], e.attributes.get("used")) for e in span.events] == [
+        ("guardrail", "budget", "warn", 1),
+        ("guardrail", "budget", "block", None),
+    ]
 
 
 async def test_a_time_budget_stops_the_run_at_the_next_step() -> None:

@@ -488,6 +488,7 @@ async def test_jsonl_lines_parse_and_survive_a_run_that_raises(tmp_path: Path) -
             "cost_usd": None,
         },
         "attributes": {},
+        "events": [],
     }
     assert {r["trace_id"] for r in records} == {run["trace_id"]}
     assert {r["parent_id"] for r in records[:-1]} == {run["span_id"]}

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from pydantic_ai.messages import ToolCallPart
     from pydantic_ai.models import AbstractModel
 
-__all__ = ("jsonable", "model_label", "tool_args")
+__all__ = ("blocking_guardrail", "jsonable", "model_label", "tool_args")
 
 
 def jsonable(value: object) -> Any:
@@ -38,3 +38,19 @@ def model_label(model: AbstractModel | str | None) -> str | None:
     if model is None or isinstance(model, str):
         return model
     return f"{model.system}:{model.model_name}" if model.system else model.model_name
+
+
+def blocking_guardrail(exc: BaseException) -> str | None:
+    """The `guardrail` kind (`budget`, `input`, `output`, `tool`) of an exception that stopped a run, if any."""
+    from pydantic_ai.exceptions import UsageLimitExceeded
+    from pydantic_ai_harness.guardrails import GuardrailError, InputBlocked, OutputBlocked
+
+    if isinstance(exc, UsageLimitExceeded):
+        return "budget"
+    if isinstance(exc, InputBlocked):
+        return "input"
+    if isinstance(exc, OutputBlocked):
+        return "output"
+    if isinstance(exc, GuardrailError):
+        return "tool"
+    return None

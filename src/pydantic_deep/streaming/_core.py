@@ -14,7 +14,7 @@ import inspect
 import logging
 import time
 import uuid
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
@@ -32,6 +32,7 @@ from pydantic_ai_harness.guardrails import GuardrailError
 
 from .._engine import jsonable, model_label
 from ..budget import Budget
+from ..tracing import TraceContext
 from ._handoff import Handoff
 from ._translate import RunView, Translator
 from .approvals import ApprovalBroker, ApprovalCallback
@@ -152,6 +153,26 @@ def _cost(usage: RunUsage) -> float | None:
 _END: Any = object()
 
 
+_DECISIONS = frozenset(
+    {StreamEventType.APPROVAL_REQUIRED, StreamEventType.APPROVAL_RESOLVED, StreamEventType.GUARDRAIL}
+)
+
+
+def _recording(put: Callable[[Any], Awaitable[None]], trace: TraceContext) -> Callable[[Any], Awaitable[None]]:
+    """`put`, recording each decision the stream tells of as an event on its run's span in `trace`."""
+
+    async def put_and_record(item: Any) -> None:
+        event_type: StreamEventType | None = getattr(item, "event_type", None)
+        if event_type is not None and event_type in _DECISIONS:
+            attributes = dict(item.data)
+            if not trace.include_content:
+                attributes.pop("args", None)
+            trace.add_event(item.run_id, event_type.value, attributes)
+        await put(item)
+
+    return put_and_record
+
+
 def _accepts_deferred(output_type: object) -> bool:
     """Whether an output spec lists `DeferredToolRequests` (at any depth of nested lists)."""
     if output_type is DeferredToolRequests:
@@ -227,7 +248,8 @@ async def _drive(
     agent_name = agent.name
     root = RunView(run_id=run_id, agent_name=agent_name)
     tr = Translator(root, state, tool_args_deltas=options.tool_args_deltas)
-    put = handoff.put
+    trace = getattr(deps, "trace_context", None)
+    put = _recording(handoff.put, trace) if isinstance(trace, TraceContext) else handoff.put
     started = time.perf_counter()
     iterations = 0
     usage = RunUsage()

@@ -30,7 +30,7 @@ from pydantic_ai.messages import (
     ToolCallPartDelta,
 )
 from pydantic_ai_harness.filesystem import DirectoryCreatedEvent, FileEditedEvent, FileWrittenEvent
-from pydantic_ai_harness.guardrails import GuardrailError, InputBlocked, OutputBlocked
+from pydantic_ai_harness.guardrails import GuardrailError
 from pydantic_ai_harness.planning import (
     PlanCompletedEvent,
     PlanCreatedEvent,
@@ -42,7 +42,7 @@ from pydantic_ai_harness.planning import (
 from pydantic_ai_harness.spend import SpendRecordedEvent
 from pydantic_ai_harness.subagents import DelegationEndEvent, DelegationStartEvent
 
-from .._engine import jsonable, tool_args
+from .._engine import blocking_guardrail, jsonable, tool_args
 from ..budget import BUDGET_NAME, BudgetExceeded, BudgetWarning
 from .capability import StreamState, SubagentStreamEvent, SubRun, ToolProgressEvent
 from .types import (
@@ -345,11 +345,7 @@ class Translator:
 
     def guardrail_block(self, exc: GuardrailError) -> AnyStreamEvent:
         """The `guardrail` block event of a run a harness guardrail failed (before its `error`)."""
-        kind: GuardrailKind = "tool"
-        if isinstance(exc, InputBlocked):
-            kind = "input"
-        elif isinstance(exc, OutputBlocked):
-            kind = "output"
+        kind = cast(GuardrailKind, blocking_guardrail(exc))
         data = GuardrailData(kind=kind, action="block", metric=None, limit=None, used=None, message=str(exc))
         return self.make(self.root, StreamEventType.GUARDRAIL, data)
 

@@ -12,7 +12,17 @@ from ._exporter import SpanExporter
 from ._jsonl import JSONLExporter
 from ._memory import InMemoryExporter, SpanNode
 from ._otel import OpenTelemetryExporter
-from ._span import AgentRunData, ModelRequestData, Span, SpanData, SpanKind, SpanStatus, ToolCallData, current_span
+from ._span import (
+    AgentRunData,
+    ModelRequestData,
+    Span,
+    SpanData,
+    SpanEvent,
+    SpanKind,
+    SpanStatus,
+    ToolCallData,
+    current_span,
+)
 
 __all__ = (
     "AgentRunData",
@@ -23,6 +33,7 @@ __all__ = (
     "OpenTelemetryExporter",
     "Span",
     "SpanData",
+    "SpanEvent",
     "SpanExporter",
     "SpanKind",
     "SpanNode",

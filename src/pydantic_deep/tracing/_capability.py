@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import KW_ONLY, dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any
 
 from opentelemetry.trace import NoOpTracer
@@ -31,9 +32,9 @@ from pydantic_ai.models import ModelRequestContext
 from pydantic_ai.run import AgentRunResult
 from pydantic_ai.tools import ToolDefinition
 
-from .._engine import jsonable, model_label, tool_args
+from .._engine import blocking_guardrail, jsonable, model_label, tool_args
 from ._context import TraceContext
-from ._span import CURRENT_SPAN, AgentRunData, ModelRequestData, Span, ToolCallData
+from ._span import CURRENT_SPAN, AgentRunData, ModelRequestData, Span, SpanEvent, ToolCallData
 
 __all__ = ("Tracing",)
 
@@ -189,6 +190,10 @@ class Tracing(AbstractCapability[Any]):
 
 
 def _end_failed(trace: TraceContext, span: Span, exc: BaseException) -> None:
+    kind = blocking_guardrail(exc) if isinstance(span.data, AgentRunData) else None
+    if kind is not None:  # a budget or guardrail stopped the run: the decision, as the stream's `guardrail` says it
+        block = {"kind": kind, "action": "block", "message": str(exc)}
+        span.events.append(SpanEvent(name="guardrail", time=datetime.now(UTC), attributes=block))
     if isinstance(exc, RunCancelled):
         trace.end_span(span, status="cancelled", error=exc)
     elif isinstance(exc, Exception):

@@ -5,13 +5,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 from ._exporter import SpanExporter
-from ._span import AgentRunData, ModelRequestData, Span, SpanData, new_span_id, new_trace_id
+from ._span import AgentRunData, ModelRequestData, Span, SpanData, SpanEvent, new_span_id, new_trace_id
 
 __all__ = ("TraceContext", "TraceSummary")
 
@@ -83,6 +83,7 @@ class TraceContext:
         self._open_roots = 0
         self._busy_since = 0.0
         self._wall_time = 0.0
+        self._open_runs: dict[str, Span] = {}
 
     def __repr__(self) -> str:
         return f"TraceContext(exporters={self.exporters!r})"
@@ -105,13 +106,29 @@ class TraceContext:
             perf_start=now,
             instrumented=instrumented,
         )
-        if parent is None and isinstance(data, AgentRunData):
+        if isinstance(data, AgentRunData):
             with self._lock:
-                if self._open_roots == 0:
-                    self._busy_since = now
-                self._open_roots += 1
+                if data.run_id is not None:
+                    self._open_runs[data.run_id] = span
+                if parent is None:
+                    if self._open_roots == 0:
+                        self._busy_since = now
+                    self._open_roots += 1
         self._export(span, started=True)
         return span
+
+    def add_event(self, run_id: str | None, name: str, attributes: Mapping[str, Any]) -> bool:
+        """Record `name` (with `attributes`) now on the open span of the run `run_id`; `False` when there is none.
+
+        `run_stream` records each `approval_required`, `approval_resolved` and `guardrail` event of a traced
+        run this way, with the event's data as the attributes (tool arguments only with `include_content`).
+        """
+        with self._lock:
+            span = self._open_runs.get(run_id) if run_id is not None else None
+            if span is None or span.status != "running":
+                return False
+            span.events.append(SpanEvent(name=name, time=datetime.now(UTC), attributes=dict(attributes)))
+            return True
 
     def end_span(self, span: Span, *, status: EndStatus = "ok", error: BaseException | None = None) -> None:
         """Close `span` with `status` (and the exception that ended it, if any), count it, and tell the exporters."""
@@ -133,6 +150,8 @@ class TraceContext:
                 self._cancelled += 1
             if isinstance(data, AgentRunData):
                 self._runs += 1
+                if data.run_id is not None and self._open_runs.get(data.run_id) is span:
+                    del self._open_runs[data.run_id]
                 if span.parent_id is None:
                     self._open_roots -= 1
                     if self._open_roots == 0:

@@ -72,6 +72,14 @@ class OpenTelemetryExporter(SpanExporter):
             return
         otel_span, owned = entry
         otel_span.set_attributes(_deep_attributes(span))
+        for event in span.events:
+            attributes: dict[str, AttributeValue] = {}
+            for key, value in event.attributes.items():
+                if value is not None:
+                    attributes[f"pydantic_deep.{key}"] = (
+                        value if isinstance(value, str | bool | int | float) else json.dumps(value, default=repr)
+                    )
+            otel_span.add_event(event.name, attributes, timestamp=int(event.time.timestamp() * 1e9))
         if not owned:
             return
         otel_span.set_attributes(_end_attributes(span))

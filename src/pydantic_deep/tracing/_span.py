@@ -23,6 +23,7 @@ __all__ = (
     "ModelRequestData",
     "Span",
     "SpanData",
+    "SpanEvent",
     "SpanKind",
     "SpanStatus",
     "ToolCallData",
@@ -83,6 +84,16 @@ class ToolCallData:
 SpanData = AgentRunData | ModelRequestData | ToolCallData
 
 
+@dataclass(frozen=True, kw_only=True)
+class SpanEvent:
+    """Something that happened at one moment of a span: a decision (`approval_required`,
+    `approval_resolved`) or a `guardrail`, named and with the data of the stream event of that name."""
+
+    name: str
+    time: datetime
+    attributes: dict[str, Any]
+
+
 # Random, not secret: ids only have to be unique, and `getrandbits` is several times cheaper than `os.urandom`
 # (OpenTelemetry's SDK makes its ids the same way).
 def new_trace_id() -> str:
@@ -120,6 +131,8 @@ class Span:
     """True when Pydantic AI's own OpenTelemetry instrumentation (`instrument=`, Logfire) also records this run."""
     attributes: dict[str, Any] = field(default_factory=dict[str, Any])
     """Extra key/values your own code adds, e.g. from a tool: `current_span().attributes["rows"] = 10`."""
+    events: list[SpanEvent] = field(default_factory=list[SpanEvent])
+    """Decisions made during the span, in order (see `TraceContext.add_event`)."""
 
     @property
     def kind(self) -> SpanKind:
@@ -150,6 +163,10 @@ class Span:
             "error_type": self.error_type,
             "data": jsonable(asdict(self.data)),
             "attributes": jsonable(self.attributes),
+            "events": [
+                {"name": event.name, "time": event.time.isoformat(), "attributes": jsonable(event.attributes)}
+                for event in self.events
+            ],
         }
 
 
