@@ -14,6 +14,7 @@ from pydantic_ai.workspaces import WorkspaceBackend, WorkspaceRef
 from pydantic_ai_harness import FileSystem, Planning, SubAgent, SubAgents
 from pydantic_ai_harness.guardrails import ToolGuardrail
 
+from ._guardrails import recorded
 from .budget import Budget
 from .deps import DeepAgentDeps
 from .models import resolve_model
@@ -89,10 +90,12 @@ def create_deep_agent(
     the sub-agents' included, wait for a decision in the stream (`pydantic_deep.streaming.approvals`).
     `budget` (a `Budget`) limits every run's tokens, dollars, steps and seconds. `guardrails` takes the
     harness's `InputGuardrail`, `OutputGuardrail` and `ToolGuardrail` (tool guardrails apply to the
-    sub-agents' calls too); one that fails the run shows in the stream as a `guardrail` block event.
+    sub-agents' calls too); in a stream, each redaction and refused tool call is a `guardrail` event, and
+    one that fails the run a `guardrail` block event before its `error`.
     """
     if not name.strip():
         raise ValueError(f"name must be a non-empty string, got {name!r}")
+    guardrails = [recorded(guard) for guard in guardrails]  # their redactions and refusals reach the stream
     caps: list[AbstractCapability[DeepAgentDeps]] = []
     policy: list[AbstractCapability[DeepAgentDeps]] = []
     if require_approval is not None:

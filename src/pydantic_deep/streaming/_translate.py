@@ -43,6 +43,7 @@ from pydantic_ai_harness.spend import SpendRecordedEvent
 from pydantic_ai_harness.subagents import DelegationEndEvent, DelegationStartEvent
 
 from .._engine import blocking_guardrail, jsonable, tool_args
+from .._guardrails import GuardrailNotice
 from ..budget import BUDGET_NAME, BudgetExceeded, BudgetWarning
 from .capability import StreamState, SubagentStreamEvent, SubRun, ToolProgressEvent
 from .types import (
@@ -216,6 +217,11 @@ class Translator:
     def _translate_capability(self, event: AgentStreamEvent, view: RunView) -> AnyStreamEvent | None:
         if isinstance(event, BudgetWarning | SpendRecordedEvent):
             return self._budget_warning(event, view)
+        if isinstance(event, GuardrailNotice):
+            notice = GuardrailData(
+                kind=event.guardrail, action=event.action, metric=None, limit=None, used=None, message=event.message
+            )
+            return self.make(view, StreamEventType.GUARDRAIL, notice)
         if isinstance(event, DelegationStartEvent):
             data = SubagentStartData(subagent_name=event.agent_name, task=event.task, tool_call_id=event.tool_call_id)
             return self.make(view, StreamEventType.SUBAGENT_START, data)
