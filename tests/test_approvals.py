@@ -226,7 +226,9 @@ async def test_a_waiting_call_is_not_idle_and_answers_are_checked() -> None:
         approve(events[0])
 
 
-async def test_a_sub_agents_call_waits_in_the_parent_stream() -> None:
+@pytest.mark.parametrize("where", ["agent", "run"])
+async def test_a_sub_agents_call_waits_in_the_parent_stream(where: str) -> None:
+    """The policy is the parent agent's (`create_deep_agent(require_approval=)`) or the run's own."""
     sub = create_deep_agent(
         calling(("launch", {"target": "probe"}), answer="sub done"),
         name="launcher",
@@ -246,11 +248,12 @@ async def test_a_sub_agents_call_waits_in_the_parent_stream() -> None:
     parent = create_deep_agent(
         FunctionModel(stream_function=parent_stream, model_name="parent"),
         subagents=[sub],
-        require_approval=["launch"],
+        require_approval=["launch"] if where == "agent" else None,
         file_tools=False,
         planning=False,
     )
-    events = await collect(run_stream(parent, "go", DeepAgentDeps()), approve)
+    per_run: Any = {"require_approval": ["launch"]} if where == "run" else {}
+    events = await collect(run_stream(parent, "go", DeepAgentDeps(), **per_run), approve)
     required = next(e for e in events if e.event_type == StreamEventType.APPROVAL_REQUIRED)
     assert (required.depth, required.parent_tool_call_id, required.agent_name) == (1, "parent-0", "launcher")
     inner = [s for s in summary(events) if s[1] and s[1][0] == "call-0"]

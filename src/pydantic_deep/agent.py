@@ -18,7 +18,7 @@ from ._guardrails import recorded
 from .budget import Budget
 from .deps import DeepAgentDeps
 from .models import resolve_model
-from .streaming.approvals import ApprovalPolicy
+from .streaming.approvals import ApprovalPolicy, stream_policy
 from .streaming.approvals import require_approval as approval_guard
 from .streaming.capability import StreamTap, relay_subagent_events
 from .tracing import Tracing
@@ -112,7 +112,8 @@ def create_deep_agent(
                 agents=entries,
                 event_stream_handler=relay_subagent_events,
                 # Delegated runs stream into the parent's stream and trace under the delegating call.
-                shared_capabilities=[StreamTap(), Tracing(), *policy],
+                # ... and wait for approval where the run's own policy says so (`run_stream(require_approval=)`).
+                shared_capabilities=[StreamTap(), Tracing(), *policy, approval_guard(stream_policy)],
             )
         )
     caps.append(Tracing())  # records spans when the run's deps carry a trace_context; a pass-through otherwise

@@ -45,7 +45,7 @@ from pydantic_ai.workspaces import WorkspaceBackend
 from ..budget import Budget
 from ..bus import BusUnavailableError, EventBus, InMemoryEventBus, UnknownRunError
 from ..streaming import AnyStreamEvent, RunState, StreamEventType, run_stream, run_stream_with_tools
-from ..streaming.approvals import ApprovalConflictError, ApprovalDecision, require_approval
+from ..streaming.approvals import ApprovalConflictError, ApprovalDecision
 from ..streaming.state import ToolCall
 from ..streaming.types import ApprovalRequiredStreamEvent, agent_end_event, error_event, tool_end_event
 from ._wire import ADMIN, PendingApproval, RunInfo, RunProtocol, RunStatusName, RunSummary, RunUsageInfo
@@ -460,11 +460,9 @@ class RunRegistry:
                 idle_timeout=self.idle_timeout,
                 on_messages=partial(self._keep_messages, record),
                 toolsets=via.toolsets if via is not None else (),
-                capabilities=[
-                    *(via.capabilities if via is not None else ()),
-                    *([require_approval(record.require_approval)] if record.require_approval else ()),
-                ],
+                capabilities=via.capabilities if via is not None else (),
                 budget=record.budget,
+                require_approval=list(record.require_approval) or None,
                 on_approval=partial(self._decision, record),
                 output_type=via.output_type if via is not None else None,
                 deferred_tool_results=via.deferred_tool_results if via is not None else None,

@@ -35,7 +35,7 @@ from ..budget import Budget
 from ..tracing import TraceContext
 from ._handoff import Handoff
 from ._translate import RunView, Translator
-from .approvals import ApprovalBroker, ApprovalCallback
+from .approvals import ApprovalBroker, ApprovalCallback, ApprovalPolicy, policy_picker, require_approval
 from .capability import CURRENT_STREAM, StreamState, StreamTap, SubagentStreamEvent
 from .types import AgentEndData, AgentStartData, AnyStreamEvent, ErrorData, ProgressData, RunStatus, StreamEventType
 
@@ -123,6 +123,7 @@ class StreamOptions:
     on_approval: ApprovalCallback | None = None
     approval_timeout: float | None = None
     budget: Budget | None = None
+    require_approval: ApprovalPolicy | None = None
 
 
 @dataclass(kw_only=True)
@@ -242,7 +243,8 @@ async def _drive(
     # A run whose output type takes `DeferredToolRequests` ends with the calls that wait, as Pydantic AI's
     # runs do (the protocols' clients answer them in their next request); any other waits in the stream.
     in_stream = not _accepts_deferred(output_type)
-    state = StreamState(root_run_id=run_id, approvals=approvals if in_stream else None)
+    policy = policy_picker(options.require_approval) if options.require_approval is not None else None
+    state = StreamState(root_run_id=run_id, approvals=approvals if in_stream else None, policy=policy)
     state.depths[run_id] = 0
     CURRENT_STREAM.set(state)
     agent_name = agent.name
@@ -273,6 +275,7 @@ async def _drive(
                 run_id=run_id,
                 capabilities=[
                     StreamTap(),
+                    *([require_approval(policy)] if policy is not None else ()),
                     *(options.budget.capabilities() if options.budget is not None else ()),
                     *options.capabilities,
                 ],

@@ -20,7 +20,7 @@ from pydantic_ai.workspaces import WorkspaceBackend
 
 from ..budget import Budget
 from ._core import RunOutcome, StreamOptions, stream_run
-from .approvals import ApprovalCallback
+from .approvals import ApprovalCallback, ApprovalPolicy
 from .types import AnyStreamEvent, StreamEventType
 
 __all__ = (
@@ -80,6 +80,9 @@ class RunOptions(TypedDict, total=False):
     """Seconds a call may wait for a decision before it is denied (default: no limit)."""
     budget: Budget | None
     """Limits for this run (tokens, dollars, steps, seconds), on top of any the agent has."""
+    require_approval: ApprovalPolicy | None
+    """Calls that wait for approval in this run, on top of the agent's: tool names, or a function of a
+    call's name and arguments returning true (or a reason). A deep agent's sub-agents follow it too."""
 
 
 def _options(options: RunOptions, *, tool_args_deltas: bool = False) -> StreamOptions:

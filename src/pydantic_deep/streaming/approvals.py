@@ -223,23 +223,38 @@ async def decide_in_stream(requests: DeferredToolRequests) -> DeferredToolResult
     return _results(requests, list(decisions))
 
 
+_Picker = Callable[[str, Mapping[str, Any]], bool | str | None]
+
+
+def policy_picker(policy: ApprovalPolicy) -> _Picker:
+    """`policy` as a function of a call's name and arguments (a `TypeError` for anything else)."""
+    if callable(policy):
+        return policy
+    names = frozenset(policy)
+    if isinstance(policy, str) or not all(isinstance(name, str) and name for name in names):  # pyright: ignore[reportUnnecessaryIsInstance]
+        raise TypeError(f"require_approval takes tool names or a function of (name, args), got {policy!r}")
+
+    def by_name(name: str, args: Mapping[str, Any]) -> bool | str | None:
+        return name in names
+
+    return by_name
+
+
+def stream_policy(name: str, args: Mapping[str, Any]) -> bool | str | None:
+    """The policy of the stream the call runs in (`run_stream(..., require_approval=...)`), for sub-agents."""
+    from .capability import CURRENT_STREAM
+
+    state = CURRENT_STREAM.get()
+    return state.policy(name, args) if state is not None and state.policy is not None else None
+
+
 def require_approval(policy: ApprovalPolicy) -> ToolGuardrail[Any]:
     """A harness `ToolGuardrail` that makes the calls `policy` picks wait for approval.
 
     `policy` is a collection of tool names, or a function of the call's name and arguments returning
     true (or a reason, shown in `approval_required`) to ask first. An approved call is not asked again.
     """
-    if callable(policy):
-        picks: Callable[[str, Mapping[str, Any]], bool | str | None] = policy
-    else:
-        names = frozenset(policy)
-        if isinstance(policy, str) or not all(isinstance(name, str) and name for name in names):  # pyright: ignore[reportUnnecessaryIsInstance]
-            raise TypeError(f"require_approval takes tool names or a function of (name, args), got {policy!r}")
-
-        def by_name(name: str, args: Mapping[str, Any]) -> bool | str | None:
-            return name in names
-
-        picks = by_name
+    picks = policy_picker(policy)
 
     def guard(ctx: RunContext[Any], call: ToolCallInfo) -> GuardrailResult:
         if ctx.tool_call_approved:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -68,6 +68,8 @@ class StreamState:
     depths: dict[str, int] = field(default_factory=dict[str, int])
     approvals: ApprovalBroker | None = None
     """Where the stream's calls that wait for approval are decided (see `approvals`)."""
+    policy: Callable[[str, Mapping[str, Any]], bool | str | None] | None = None
+    """The run's own `require_approval`, which its sub-agents' calls follow too."""
 
     def duration(self, run_id: str | None, tool_call_id: str | None) -> float | None:
         if tool_call_id is None:
