@@ -292,3 +292,33 @@ def test_dashboard_approves_and_denies_calls_that_wait(browser: Browser) -> None
         expect(calls.nth(1).get_by_test_id("tool-error")).to_have_text("The user denied this tool call.")
         expect(page.get_by_test_id("approval")).to_have_count(0)
         assert problems == []
+
+
+def test_dashboard_shows_the_budget_of_a_run_filling_up(browser: Browser) -> None:
+    def pause() -> str:
+        """Wait a moment."""
+        return "paused"
+
+    async def looping(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str | DeltaToolCalls]:
+        yield {0: DeltaToolCall(name="pause", json_args="{}", tool_call_id=f"call-{len(messages)}")}
+
+    model = FunctionModel(stream_function=looping, model_name="looping")
+    agent = create_deep_agent(model, tools=[pause], planning=False, file_tools=False)
+    with serve(create_app(agent)) as base:
+        body = {"prompt": "loop", "budget": {"max_steps": 3, "max_tokens": 100_000}}
+        run_id = httpx.post(f"{base}/runs", json=body, timeout=30).json()["run_id"]
+        with open_page(browser, f"{base}/#run={run_id}") as (page, problems):
+            expect(page.get_by_test_id("run-status")).to_have_text("failed", timeout=WAIT_MS)
+            steps = page.get_by_test_id("budget-steps")
+            expect(steps).to_have_attribute("data-limit", "3")
+            expect(steps).to_have_attribute("data-used", "3")
+            expect(page.get_by_test_id("budget-steps-text")).to_have_text("3 / 3")
+            tokens = page.get_by_test_id("budget-tokens")
+            expect(tokens).to_have_attribute("data-limit", "100000")
+            used = int(tokens.get_attribute("data-used") or "0")
+            assert used == read_run_events(base, run_id)[-1]["data"]["total_tokens"] > 0
+            expect(page.get_by_test_id("budget-tokens-text")).to_have_text(f"{used:,} / 100,000")
+            notes = page.locator('[data-testid="timeline-note"][data-event="guardrail"]')
+            expect(notes).to_have_text([re.compile(r"^budget warn"), re.compile(r"^budget block")])
+            screenshot(page, "dashboard-budget.png")
+            assert problems == []

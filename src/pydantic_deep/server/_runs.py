@@ -29,7 +29,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from contextlib import aclosing, suppress
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -48,7 +48,7 @@ from ..streaming import AnyStreamEvent, RunState, StreamEventType, run_stream, r
 from ..streaming.approvals import ApprovalConflictError, ApprovalDecision
 from ..streaming.state import ToolCall
 from ..streaming.types import ApprovalRequiredStreamEvent, agent_end_event, error_event, tool_end_event
-from ._wire import ADMIN, PendingApproval, RunInfo, RunProtocol, RunStatusName, RunSummary, RunUsageInfo
+from ._wire import ADMIN, BudgetRequest, PendingApproval, RunInfo, RunProtocol, RunStatusName, RunSummary, RunUsageInfo
 
 __all__ = ("ProtocolRun", "RunRecord", "RunRegistry", "ServerDraining", "TooManyRuns")
 
@@ -201,6 +201,7 @@ class RunRecord:
             cancel_requested=self.token.cancelled,
             protocol=self.protocol,
             conversation=self.conversation,
+            budget=BudgetRequest(**asdict(self.budget)) if self.budget is not None else None,
         )
 
     def summary(self) -> RunSummary:
@@ -229,6 +230,7 @@ def _record_from_meta(run_id: str, meta: dict[str, str]) -> RunRecord:
         protocol=_protocol(meta.get("protocol")),
         conversation=meta.get("conversation") or None,
         message_id=meta.get("message_id") or None,
+        budget=Budget(**json.loads(meta["budget"])) if meta.get("budget") else None,
     )
     record.status = _status(meta.get("status"))
     record.finished_at = _parse_time(meta.get("finished_at"))
@@ -411,6 +413,8 @@ class RunRegistry:
             meta["model"] = model_name
         if principal is not None:
             meta["principal"] = principal
+        if budget is not None:
+            meta["budget"] = json.dumps(asdict(budget))
         if via is not None:
             meta["protocol"] = via.protocol
             if via.conversation is not None:

@@ -211,3 +211,6 @@ class RunInfo(BaseModel):
     pending_approvals: list[PendingApproval] = Field(
         default_factory=list[PendingApproval], description="Calls that wait for a decision now."
     )
+    budget: BudgetRequest | None = Field(
+        default=None, description="The budget the run was started with (the request's); `null` for none."
+    )
