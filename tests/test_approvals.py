@@ -326,3 +326,36 @@ async def test_each_decision_is_an_event_of_the_run_span_in_the_trace() -> None:
         ("approval_resolved", False),
     ]
     assert dict(exported.events[0].attributes or {})["pydantic_deep.args"] == '{"target": "moon"}'
+
+
+async def test_a_stream_that_takes_deferred_requests_ends_with_them_and_the_answer_continues_it() -> None:
+    from pydantic_ai import DeferredToolRequests, DeferredToolResults, ToolDenied
+
+    from pydantic_deep.streaming import DEFERRED_CALL_ERROR
+
+    model = calling(("launch", {"target": "moon"}), ("look", {"target": "moon"}))
+    deep = agent(model)
+    ended: list[Any] = []
+    first = await collect(
+        run_stream(deep, "go", DeepAgentDeps(), output_type=[str, DeferredToolRequests], on_messages=ended.append)
+    )
+    assert summary(first) == [
+        ("tool_start", ("call-0", {"target": "moon"})),
+        ("tool_start", ("call-1", {"target": "moon"})),
+        ("tool_end", ("call-1", "looked at moon", None)),
+        ("approval_required", ("call-0", "launch", "launch needs approval")),
+        ("tool_end", ("call-0", None, DEFERRED_CALL_ERROR)),
+        ("agent_end", "succeeded"),
+    ]
+    assert first[-1].data["output"]["approvals"][0]["tool_call_id"] == "call-0"
+    answers = DeferredToolResults(approvals={"call-0": ToolDenied("not today")})
+    second = await collect(
+        run_stream(deep, None, DeepAgentDeps(), message_history=ended[0], deferred_tool_results=answers)
+    )
+    assert summary(second) == [
+        ("approval_resolved", ("call-0", False, None, None)),
+        ("tool_start", ("call-0", {"target": "moon"})),
+        ("tool_end", ("call-0", None, "not today")),
+        ("agent_end", "succeeded"),
+    ]
+    assert second[-1].data["output"] == "done: ['not today', 'looked at moon']"

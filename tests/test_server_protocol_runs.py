@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from _fleet_helpers import shared_redis_buses
 from _server_helpers import Script, SseMessage, client, live_server, parse_sse, sse_stream
 from pydantic_deep.server import create_app
+from pydantic_deep.streaming import DEFERRED_CALL_ERROR
 from test_server_protocols import agui_body, check_agui_nesting, vercel_body
 
 TOKENS = {"alice": "alice-secret", "bob": "bob-secret"}
@@ -209,6 +210,7 @@ async def test_a_call_that_needs_approval_ends_a_protocol_run_the_protocols_way(
     async with client(app()) as http:
         agui = await http.post("/ag-ui", json=agui_body("launch it"))
         info = (await http.get(f"/runs/{agui.headers['x-run-id']}")).json()
+        logged = parse_sse((await http.get(f"/runs/{agui.headers['x-run-id']}/events")).text)
         bad = {**agui_body("launch it"), "runId": "run-2", "resume": [{"interruptId": "call-1", "status": "resolved"}]}
         refused = await http.post("/ag-ui", json=bad)
     events = [json.loads(m.data) for m in parse_sse(agui.text)]
@@ -222,4 +224,6 @@ async def test_a_call_that_needs_approval_ends_a_protocol_run_the_protocols_way(
     chunks = [json.loads(m.data) for m in parse_sse(vercel.text) if m.data != "[DONE]"]
     assert {"type": "tool-approval-request", "approvalId": "call-1", "toolCallId": "call-1"} in chunks
     assert (info["status"], info["pending_approvals"]) == ("succeeded", [])  # ended, its answer comes next time
+    ends = [m.json()["data"] for m in logged if m.event == "tool_end"]  # its tool_start has its tool_end
+    assert [(end["tool_call_id"], end["error"]) for end in ends] == [("call-1", DEFERRED_CALL_ERROR)]
     assert (refused.status_code, refused.json()["error"]["field"]) == (422, "resume")

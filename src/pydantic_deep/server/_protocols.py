@@ -48,7 +48,7 @@ from pydantic_ai.ui.vercel_ai.response_types import (
 )
 
 from ..bus import EventBatch
-from ..streaming import AnyStreamEvent, StreamEventType
+from ..streaming import DEFERRED_CALL_ERROR, AnyStreamEvent, StreamEventType
 
 __all__ = (
     "KEEP_ALIVE_CHUNK",
@@ -144,6 +144,8 @@ class LogReplay:
             )
         elif event_type is StreamEventType.TOOL_START:
             self._call(out, data["tool_call_id"] or "", data["tool_name"], data["args"])
+        elif event_type is StreamEventType.TOOL_END and data["error"] == DEFERRED_CALL_ERROR:
+            pass  # a call the run ended without: the protocols ask for its approval or result instead
         elif event_type is StreamEventType.TOOL_END:
             failed = data["error"] is not None
             denied = data["tool_call_id"] in self.denied

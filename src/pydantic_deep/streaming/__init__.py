@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 from .._lazy import lazy_attributes
 from .state import ApprovalState, CallStatus, PlanStep, RunPhase, RunState, SubagentActivity, ToolCall
 from .types import (
+    DEFERRED_CALL_ERROR,
     AgentEndData,
     AgentEndStreamEvent,
     AgentStartData,
@@ -127,6 +128,7 @@ __getattr__ = lazy_attributes(__name__, _LAZY)
 
 
 __all__ = (
+    "DEFERRED_CALL_ERROR",
     "AgentEndData",
     "AgentEndStreamEvent",
     "AgentStartData",

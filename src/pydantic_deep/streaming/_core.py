@@ -37,7 +37,16 @@ from ._handoff import Handoff
 from ._translate import RunView, Translator
 from .approvals import ApprovalBroker, ApprovalCallback, ApprovalPolicy, policy_picker, require_approval
 from .capability import CURRENT_STREAM, StreamState, StreamTap, SubagentStreamEvent
-from .types import AgentEndData, AgentStartData, AnyStreamEvent, ErrorData, ProgressData, RunStatus, StreamEventType
+from .types import (
+    DEFERRED_CALL_ERROR,
+    AgentEndData,
+    AgentStartData,
+    AnyStreamEvent,
+    ErrorData,
+    ProgressData,
+    RunStatus,
+    StreamEventType,
+)
 
 __all__ = ("IdleTimeoutError", "RunOutcome", "RunTimeoutError", "StreamOptions", "stream_run")
 
@@ -312,6 +321,9 @@ async def _drive(
             result = run.result
             usage = run.usage
         assert result is not None
+        if isinstance(result.output, DeferredToolRequests):  # the calls it ended without end here
+            for closing in tr.close_open_calls(DEFERRED_CALL_ERROR):
+                await put(closing)
         outcome.status, outcome.result = "succeeded", result
         status: RunStatus = "succeeded"
         output = jsonable(result.output)

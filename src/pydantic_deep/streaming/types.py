@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # the JSON machinery (and Pydantic) is imported on the first 
     from . import _json
 
 __all__ = (
+    "DEFERRED_CALL_ERROR",
     "AgentEndData",
     "AgentEndStreamEvent",
     "AgentStartData",
@@ -133,8 +134,12 @@ class ToolProgressData(TypedDict):
     fraction: float | None
 
 
+DEFERRED_CALL_ERROR = "deferred: the run ended waiting for this call's approval or result, which the next run brings"
+"""The `error` of the `tool_end` of a call a run ended without running (it ended with `DeferredToolRequests`)."""
+
+
 class ToolEndData(TypedDict):
-    """`tool_end`: the tool returned (`result`) or failed (`error`)."""
+    """`tool_end`: the tool returned (`result`) or failed (`error`; `DEFERRED_CALL_ERROR` for a deferred call)."""
 
     tool_name: str
     tool_call_id: str | None
