@@ -17,7 +17,7 @@ from pydantic_ai.messages import ModelMessage
 from pydantic_ai.models.function import AgentInfo, DeltaToolCall, DeltaToolCalls, FunctionModel
 
 from pydantic_deep import Budget, DeepAgentDeps, create_deep_agent
-from pydantic_deep.budget import BudgetExceeded
+from pydantic_deep.budget import BudgetExceeded, StepsAndTime
 from pydantic_deep.streaming import AnyStreamEvent, StreamEventType, run_stream
 from pydantic_deep.testing import FakeOpenAIServer, ScriptReply, ScriptRequest, ScriptResult, ScriptToolCall
 from pydantic_deep.tracing import InMemoryExporter, TraceContext
@@ -99,6 +99,31 @@ async def test_a_time_budget_stops_the_run_at_the_next_step() -> None:
     assert [s[1][:3] for s in shown[:1]] == [("budget", "block", "seconds")]
     assert shown[1:] == [("error", "BudgetExceeded"), ("agent_end", "failed")]
     assert shown[0][1][4] >= 0.05
+
+
+async def test_a_time_budget_warns_then_stops_the_run() -> None:
+    clock = [0.0]  # seconds pass only when the tool runs: 3 a call
+
+    async def slow() -> str:
+        """Take three seconds."""
+        clock[0] += 3
+        return "done"
+
+    async def model(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str | DeltaToolCalls]:
+        yield {0: DeltaToolCall(name="slow", json_args="{}", tool_call_id=f"call-{len(messages)}")}
+
+    limits = StepsAndTime(Budget(max_seconds=10, warn_at=0.5), clock=lambda: clock[0])
+    agent = create_deep_agent(
+        FunctionModel(stream_function=model), tools=[slow], capabilities=[limits], file_tools=False, planning=False
+    )
+    events = await run(agent)
+    assert guarded(events) == [  # requests at 0, 3, 6 (warn: past 5), 9, then 12 is refused
+        ("guardrail", ("budget", "warn", "seconds", 10, 6)),
+        ("guardrail", ("budget", "block", "seconds", 10, 12)),
+        ("error", "BudgetExceeded"),
+        ("agent_end", "failed"),
+    ]
+    assert [e.data["requests"] for e in events if e.event_type == StreamEventType.PROGRESS] == [1, 2, 3, 4]
 
 
 def priced(request: ScriptRequest) -> ScriptResult:

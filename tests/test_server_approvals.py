@@ -16,7 +16,7 @@ import pytest
 from pydantic_ai.messages import ModelMessage
 from pydantic_ai.models.function import AgentInfo, DeltaToolCall, DeltaToolCalls, FunctionModel
 
-from _fleet_helpers import shared_redis_buses
+from _fleet_helpers import Follower, fleet, shared_redis_buses
 from _server_helpers import SseMessage, live_server, sse_stream
 from pydantic_deep import create_deep_agent
 from pydantic_deep.server import create_app
@@ -160,3 +160,28 @@ async def test_an_approval_sent_to_another_server_of_the_fleet() -> None:
     assert [e["event_type"] for e in rest][:2] == ["approval_resolved", "tool_end"]
     assert rest[0]["data"]["decided_by"] == "admin"
     assert rest[-1]["data"]["status"] == "succeeded"
+
+
+@pytest.mark.redis
+@pytest.mark.fleet
+async def test_an_approval_sent_to_another_pydantic_deep_serve_process() -> None:
+    """Two `pydantic-deep serve` processes on one Redis bus: the run waits on the first, a person answers
+    on the second, and a client following on the second sees the run go on there."""
+    with fleet() as processes:
+        owner, other = processes.start("--require-approval", "write_file", count=2)
+        async with httpx.AsyncClient(timeout=30) as http:
+            run_id = (await http.post(f"{owner.url}/runs", json={"prompt": "note this"})).json()["run_id"]
+            follower = Follower(other.url, run_id)
+            asked = await follower.until(http, "approval_required")
+            status = (await http.get(f"{other.url}/runs/{run_id}")).json()
+            answer = {"tool_call_id": asked["data"]["tool_call_id"], "approved": True}
+            accepted = await http.post(f"{other.url}/runs/{run_id}/approvals", json=answer)
+            again = await http.post(f"{owner.url}/runs/{run_id}/approvals", json=answer)  # the same answer: no change
+            denied = await http.post(f"{owner.url}/runs/{run_id}/approvals", json={**answer, "approved": False})
+            events = await follower.to_end(http)
+    assert (asked["data"]["tool_name"], status["status"]) == ("write_file", "awaiting_approval")
+    assert (accepted.status_code, again.status_code, denied.status_code) == (202, 202, 409)
+    after = [e["event_type"] for e in events[events.index(asked) + 1 :]]
+    assert after[:3] == ["approval_resolved", "file_change", "tool_end"] and after[-1] == "agent_end"
+    assert events[-1]["data"]["status"] == "succeeded"
+    assert [e["seq"] for e in events] == list(range(len(events)))

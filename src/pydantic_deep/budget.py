@@ -11,6 +11,7 @@ event (`action: warn`); a spent budget ends the run with `guardrail` (`action: b
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Literal
@@ -103,12 +104,14 @@ class StepsAndTime(AbstractCapability[Any]):
     """Holds runs to a `Budget`'s `max_steps` and `max_seconds`, warning at `warn_at` of each."""
 
     budget: Budget
+    clock: Callable[[], float] = time.monotonic
+    """Where the seconds come from (a test or a simulation can give its own)."""
     _started: dict[str, float] = field(default_factory=dict[str, float])
     _warned: dict[str, set[str]] = field(default_factory=dict[str, set[str]])
 
     async def wrap_run(self, ctx: RunContext[Any], *, handler: WrapRunHandler) -> AgentRunResult[Any]:
         run = ctx.run_id or ""
-        self._started[run] = time.monotonic()
+        self._started[run] = self.clock()
         try:
             return await handler()
         finally:
@@ -122,7 +125,7 @@ class StepsAndTime(AbstractCapability[Any]):
         readings: list[tuple[Metric, float | None, float]] = [("steps", self.budget.max_steps, ctx.usage.requests)]
         started = self._started.get(run)
         if started is not None:
-            readings.append(("seconds", self.budget.max_seconds, round(time.monotonic() - started, 3)))
+            readings.append(("seconds", self.budget.max_seconds, round(self.clock() - started, 3)))
         for metric, limit, used in readings:
             if limit is None:
                 continue
