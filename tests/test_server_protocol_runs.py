@@ -12,9 +12,12 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 from fastapi import FastAPI
+from pydantic_ai.messages import ModelMessage
+from pydantic_ai.models.function import AgentInfo, DeltaToolCall, DeltaToolCalls, FunctionModel
 
 from _fleet_helpers import shared_redis_buses
 from _server_helpers import Script, SseMessage, client, live_server, parse_sse, sse_stream
+from pydantic_deep import create_deep_agent
 from pydantic_deep.server import create_app
 from pydantic_deep.streaming import DEFERRED_CALL_ERROR
 from test_server_protocols import agui_body, check_agui_nesting, vercel_body
@@ -227,3 +230,53 @@ async def test_a_call_that_needs_approval_ends_a_protocol_run_the_protocols_way(
     ends = [m.json()["data"] for m in logged if m.event == "tool_end"]  # its tool_start has its tool_end
     assert [(end["tool_call_id"], end["error"]) for end in ends] == [("call-1", DEFERRED_CALL_ERROR)]
     assert (refused.status_code, refused.json()["error"]["field"]) == (422, "resume")
+
+
+async def test_a_sub_agents_call_in_a_protocol_run_waits_and_is_decided_over_runs() -> None:
+    """No later request could answer a sub-agent's call (its run is inside the parent's tool call), so it
+    waits in the stream, and `POST /runs/{run_id}/approvals` decides it."""
+
+    def launch(target: str) -> str:
+        """Launch something."""
+        return f"launched {target}"
+
+    async def sub_model(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str | DeltaToolCalls]:
+        if len(messages) == 1:
+            yield {0: DeltaToolCall(name="launch", json_args='{"target": "probe"}', tool_call_id="sub-1")}
+            return
+        yield "probe launched"
+
+    async def parent_model(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str | DeltaToolCalls]:
+        if len(messages) == 1:
+            args = json.dumps({"agent_name": "launcher", "task": "launch the probe"})
+            yield {0: DeltaToolCall(name="delegate_task", json_args=args, tool_call_id="parent-1")}
+            return
+        yield "all done"
+
+    sub = create_deep_agent(
+        FunctionModel(stream_function=sub_model),
+        name="launcher",
+        description="Launches things.",
+        tools=[launch],
+        file_tools=False,
+        planning=False,
+    )
+    parent = create_deep_agent(
+        FunctionModel(stream_function=parent_model), subagents=[sub], file_tools=False, planning=False
+    )
+    app = create_app(parent, require_approval=["launch"])
+    async with live_server(app) as url, httpx.AsyncClient(base_url=url, timeout=30) as http:
+        async with http.stream("POST", "/ag-ui", json=agui_body("launch the probe")) as response:
+            messages = sse_stream(response)
+            asked = await frames_until(messages, '"approval_required"')
+            status = (await http.get(f"/runs/{response.headers['x-run-id']}")).json()
+            answer = {"tool_call_id": "sub-1", "approved": True}
+            decided = await http.post(f"/runs/{response.headers['x-run-id']}/approvals", json=answer)
+            rest = [json.loads(m.data) async for m in messages]
+    assert json.loads(asked[-1].data)["value"]["tool_call_id"] == "sub-1"
+    assert (status["status"], status["pending_approvals"][0]["depth"]) == ("awaiting_approval", 1)
+    assert decided.status_code == 202
+    events = [json.loads(m.data) for m in asked] + rest
+    check_agui_nesting(events)
+    assert events[-1]["outcome"]["type"] == "success"
+    assert "".join(e["delta"] for e in events if e["type"] == "TEXT_MESSAGE_CONTENT") == "all done"

@@ -81,6 +81,8 @@ _CARRIED = frozenset(
     }
 )
 """Top-level events with no counterpart among Pydantic AI's stream events: carried as `LogEvent`s."""
+_DECIDED = frozenset({StreamEventType.APPROVAL_REQUIRED, StreamEventType.APPROVAL_RESOLVED})
+"""A sub-agent's events that are carried too: its calls that wait are decided over `/runs/{run_id}/approvals`."""
 
 
 @dataclass(kw_only=True, repr=False)
@@ -108,7 +110,8 @@ class LogReplay:
     Text, thinking and each tool call's argument fragments become parts (started, filled and ended as a
     model streams them); `tool_start`/`tool_end` become the tool call and result events. A part ends
     when the next part starts or the model's step ends (`progress`). Only the top-level run's events
-    take part: a sub-agent's inner events stay on `/runs`, its delegation shows as its tool call.
+    take part: a sub-agent's inner events stay on `/runs`, its delegation shows as its tool call, and
+    only its calls that wait for approval are carried.
     """
 
     index: int = -1
@@ -130,6 +133,9 @@ class LogReplay:
     def feed(self, event: AnyStreamEvent) -> list[NativeEvent]:
         out: list[NativeEvent] = []
         if event.depth != 0:
+            if event.event_type in _DECIDED:  # a sub-agent's call waits in the stream: the client is told
+                self.timestamp = event.timestamp
+                out.append(LogEvent(event=event))
             return out
         self.timestamp = event.timestamp
         event_type = event.event_type

@@ -253,7 +253,7 @@ async def _drive(
     # runs do (the protocols' clients answer them in their next request); any other waits in the stream.
     in_stream = not _accepts_deferred(output_type)
     policy = policy_picker(options.require_approval) if options.require_approval is not None else None
-    state = StreamState(root_run_id=run_id, approvals=approvals if in_stream else None, policy=policy)
+    state = StreamState(root_run_id=run_id, approvals=approvals, policy=policy, defer_approvals=not in_stream)
     state.depths[run_id] = 0
     CURRENT_STREAM.set(state)
     agent_name = agent.name

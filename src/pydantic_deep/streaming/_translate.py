@@ -273,7 +273,7 @@ class Translator:
                 reason=reason if isinstance(reason, str) else None,
             )
             required = cast(ApprovalRequiredStreamEvent, self.make(view, StreamEventType.APPROVAL_REQUIRED, data))
-            if self.state.approvals is not None:
+            if self.state.approvals is not None and not (self.state.defer_approvals and view is self.root):
                 self.state.approvals.expect(required)
             made.append(required)
         if not made:

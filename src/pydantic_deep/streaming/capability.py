@@ -70,6 +70,9 @@ class StreamState:
     """Where the stream's calls that wait for approval are decided (see `approvals`)."""
     policy: Callable[[str, Mapping[str, Any]], bool | str | None] | None = None
     """The run's own `require_approval`, which its sub-agents' calls follow too."""
+    defer_approvals: bool = False
+    """The top-level run ends with its calls that need approval (its output type takes `DeferredToolRequests`);
+    a sub-agent's, which no later run could answer, still wait in the stream."""
 
     def duration(self, run_id: str | None, tool_call_id: str | None) -> float | None:
         if tool_call_id is None:
@@ -100,6 +103,9 @@ class StreamTap(AbstractCapability[Any]):
         """Calls that wait for approval are decided in the stream (see `approvals`); others are left alone."""
         from .approvals import decide_in_stream
 
+        state = CURRENT_STREAM.get()
+        if state is not None and state.defer_approvals and ctx.run_id == state.root_run_id:
+            return None  # the run ends with them, as Pydantic AI's runs do
         return await decide_in_stream(requests)
 
     async def wrap_tool_execute(
