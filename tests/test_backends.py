@@ -87,6 +87,14 @@ class TestFilesystemBackendConformance(WorkspaceBackendSuite):
         # waiting for a background child that never started before the rule skips for want of commands.
         return False
 
+    async def test_cancellation_stops_foreground_work(self, backend: WorkspaceBackend) -> None:
+        # The suite's version skips from inside a task group when there are no commands, which leaves a task
+        # whose exception nobody retrieves. asyncio logs it, traceback and all, whenever the collector finds
+        # it; on CPython 3.11.7, formatting that traceback (an `ast.parse`) in the middle of another
+        # `ast.parse` (say, in `create_deep_agent`) raises SystemError there (CPython gh-106905).
+        assert not isinstance(backend, SupportsCommands)
+        pytest.skip("backend does not implement SupportsCommands")
+
 
 def test_backends_are_filesystem_only() -> None:
     for backend in (StateBackend(), FilesystemBackend("unused-root")):

@@ -138,6 +138,7 @@ async def test_status_while_running_and_after_success() -> None:
             "protocol": "runs",
             "conversation": None,
             "pending_approvals": [],
+            "budget": None,
         }
         script.allow(2)
         events = await all_events(http, run_id)
