@@ -34,9 +34,11 @@ services:
 test: $(STAMP) services lint
 	$(VENV)/bin/pytest -q
 
+# Never part of `make test`. bench_peers builds the other frameworks' environments (bench/.peers) with uv.
 bench: $(STAMP)
 	$(VENV)/bin/python bench/bench_streaming.py
 	$(VENV)/bin/python bench/bench_fanout.py
+	$(VENV)/bin/python bench/bench_peers.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
