@@ -38,6 +38,7 @@ test: $(STAMP) services lint
 bench: $(STAMP)
 	$(VENV)/bin/python bench/bench_streaming.py
 	$(VENV)/bin/python bench/bench_fanout.py
+	$(VENV)/bin/python bench/bench_run_cost.py
 	$(VENV)/bin/python bench/bench_peers.py
 
 clean:
