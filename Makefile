@@ -8,9 +8,11 @@ STAMP := $(VENV)/.synced
 
 .PHONY: demo test lint bench format services clean
 
+# --compile-bytecode: the packages' .pyc files are written once here, so no process (the servers and CLIs
+# the tests start, a deployment's workers) compiles them again at import, even with PYTHONDONTWRITEBYTECODE.
 $(STAMP): pyproject.toml uv.lock
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
-	@$(UV) sync --locked --all-extras --quiet
+	@$(UV) sync --locked --all-extras --quiet --compile-bytecode
 	@touch $(STAMP)
 
 demo: $(STAMP)
