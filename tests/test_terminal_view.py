@@ -19,7 +19,15 @@ from rich.console import Console
 from _terminal_helpers import START, scripted_events
 from pydantic_deep import cli
 from pydantic_deep.cli import PlainPrinter, RunState, RunView, summary_line
-from pydantic_deep.streaming import StreamEvent, StreamEventType, agent_start_event, llm_chunk_event
+from pydantic_deep.streaming import (
+    ApprovalRequiredData,
+    GuardrailData,
+    StreamEvent,
+    StreamEventType,
+    agent_start_event,
+    llm_chunk_event,
+    tool_start_event,
+)
 
 
 def fold(events: list[StreamEvent]) -> RunState:
@@ -258,3 +266,31 @@ def test_unknown_and_partial_events_do_not_break_the_state() -> None:
     state = fold([end, llm_chunk_event(text="done")])
     assert [(c.tool_name, c.status, c.duration_seconds) for c in state.tools] == [("read_file", "done", 0.5)]
     assert state.text == "done" and state.phase == "waiting"
+
+
+def test_a_call_waiting_for_approval_and_the_guardrails_show_under_the_tools() -> None:
+    redacted: GuardrailData = {
+        "kind": "input",
+        "action": "redact",
+        "metric": None,
+        "limit": None,
+        "used": None,
+        "message": "input redacted by no_names",
+    }
+    asked: ApprovalRequiredData = {
+        "tool_call_id": "c1",
+        "tool_name": "launch",
+        "args": {"target": "moon"},
+        "reason": "launches cost money",
+    }
+    state = fold(
+        [
+            agent_start_event(agent_name="a", prompt="launch it"),
+            tool_start_event(tool_name="launch", args={"target": "moon"}, tool_call_id="c1"),
+            StreamEvent(event_type=StreamEventType.GUARDRAIL, data=redacted, seq=2),
+            StreamEvent(event_type=StreamEventType.APPROVAL_REQUIRED, data=asked, seq=3),
+        ]
+    )
+    shown = render(state)
+    assert re.search(r"launch\(target='moon'\) · \S+ · waits for approval: launches cost money", shown)
+    assert "✎ input redact · input redacted by no_names" in shown

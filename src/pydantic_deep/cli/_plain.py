@@ -128,7 +128,7 @@ class PlainPrinter:
                 edited = f" with {clip(short_args(event.data['args'], 40), 100)}" if event.data["args"] else ""
                 self._line(f"{indent}  {verdict}{by}{edited}")
             case StreamEventType.GUARDRAIL:
-                mark = "⚠" if event.data["action"] == "warn" else "■"
+                mark = {"warn": "⚠", "redact": "✎"}.get(event.data["action"], "■")
                 self._line(
                     f"{indent}{mark} {event.data['kind']} {event.data['action']}: {clip(event.data['message'], 160)}"
                 )

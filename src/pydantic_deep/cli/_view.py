@@ -18,6 +18,7 @@ from rich.segment import Segment
 from rich.text import Text
 
 from ..streaming.state import PlanStep, RunState, SubagentActivity, ToolCall
+from ..streaming.types import GuardrailData
 from ._format import STATUS_MARKS, clip, format_duration, short_args, short_result, summary_line
 
 __all__ = ("RunView",)
@@ -89,7 +90,7 @@ class RunView:
         frame = _spinner_frame(now)
         header = _header(state)
         plan = _plan_panel(state.plan, frame, running=not state.finished) if state.plan else None
-        tool_lines = _tool_lines(state.tools, now, frame)
+        tool_lines = _tool_lines(state.tools, now, frame) + [_guardrail_line(note) for note in state.guardrails[-3:]]
         error = _error_panel(state) if state.error else None
         footer = _footer(state, now, frame, self.notice)
 
@@ -188,7 +189,10 @@ def _call_line(call: ToolCall, now: datetime | None, frame: str, indent: int) ->
     elapsed = call.elapsed(now) if now is not None else call.duration_seconds
     if elapsed is not None:
         line.append(f" · {format_duration(elapsed)}", style="yellow" if status == "running" else "cyan")
-    if status == "running" and call.progress is not None:
+    if status == "running" and call.approval == "waiting":
+        reason = f": {clip(call.approval_reason, 60)}" if call.approval_reason else ""
+        line.append(f" · waits for approval{reason}", style="bold magenta")
+    elif status == "running" and call.progress is not None:
         percent = f" ({call.fraction:.0%})" if call.fraction is not None else ""
         line.append(f" · {clip(call.progress, 60)}{percent}", style="yellow")
     elif status == "failed":
@@ -276,6 +280,15 @@ def _answer_panel(console: Console, options: ConsoleOptions, state: RunState, bu
 def _error_panel(state: RunState) -> Panel:
     label = f"{state.exception_type}: " if state.exception_type else ""
     return Panel(Text(f"{label}{state.error}", style="red"), title="Error", title_align="left", border_style="red")
+
+
+def _guardrail_line(note: GuardrailData) -> Text:
+    """A guardrail's decision under the tool calls: a budget warning, a redaction, a refusal or a stop."""
+    action = note["action"]
+    mark, style = {"warn": ("⚠", "yellow"), "redact": ("✎", "cyan")}.get(action, ("■", "bold red"))
+    line = Text(f"{mark} {note['kind']} {action}", style=style, no_wrap=True, overflow="ellipsis")
+    line.append(f" · {clip(note['message'], 100)}", style="dim")
+    return line
 
 
 def _footer(state: RunState, now: datetime | None, frame: str, notice: str | None) -> Text:
