@@ -29,6 +29,8 @@ class LogCopy:
     """Readers waiting for the next change."""
 
     def notify(self) -> None:
+        if not self.waiting:  # nobody to wake (a reader checks and starts waiting with no await between)
+            return
         changed, self.changed = self.changed, asyncio.Event()
         changed.set()
 
