@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -46,8 +47,12 @@ ROSTER = (
 
 
 def uv() -> list[str]:
+    """The uv command: `$UV` (the Makefile passes its own), else uv on PATH, else `python3 -m uv`."""
+    given = os.environ.get("UV", "").split()
+    if given:
+        return given
     found = shutil.which("uv")
-    return [found] if found else [sys.executable, "-m", "uv"]
+    return [found] if found else ["python3", "-m", "uv"]
 
 
 def python_for(peer: Peer, upgrade: bool) -> str:
