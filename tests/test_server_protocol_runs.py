@@ -280,3 +280,49 @@ async def test_a_sub_agents_call_in_a_protocol_run_waits_and_is_decided_over_run
     check_agui_nesting(events)
     assert events[-1]["outcome"]["type"] == "success"
     assert "".join(e["delta"] for e in events if e["type"] == "TEXT_MESSAGE_CONTENT") == "all done"
+
+
+async def test_a_sub_agents_call_that_waits_is_a_vercel_data_part_of_its_own() -> None:
+    """A sub-agent's call ids can repeat the parent's, so its parts are keyed by its run as well."""
+
+    def launch(target: str) -> str:
+        """Launch something."""
+        return f"launched {target}"
+
+    async def sub_model(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str | DeltaToolCalls]:
+        if len(messages) == 1:
+            yield {0: DeltaToolCall(name="launch", json_args='{"target": "probe"}', tool_call_id="call-1")}
+            return
+        yield "probe launched"
+
+    async def parent_model(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str | DeltaToolCalls]:
+        if len(messages) == 1:
+            args = json.dumps({"agent_name": "launcher", "task": "launch the probe"})
+            yield {0: DeltaToolCall(name="delegate_task", json_args=args, tool_call_id="call-1")}
+            return
+        yield "all done"
+
+    sub = create_deep_agent(
+        FunctionModel(stream_function=sub_model),
+        name="launcher",
+        description="Launches things.",
+        tools=[launch],
+        file_tools=False,
+        planning=False,
+    )
+    parent = create_deep_agent(
+        FunctionModel(stream_function=parent_model), subagents=[sub], file_tools=False, planning=False
+    )
+    app = create_app(parent, require_approval=["launch"])
+    async with live_server(app) as url, httpx.AsyncClient(base_url=url, timeout=30) as http:
+        async with http.stream("POST", "/vercel-ai", json=vercel_body("launch the probe")) as response:
+            messages = sse_stream(response)
+            asked = await frames_until(messages, "data-approval_required")
+            answer = {"tool_call_id": "call-1", "approved": True}
+            decided = await http.post(f"/runs/{response.headers['x-run-id']}/approvals", json=answer)
+            rest = [m.data async for m in messages]
+    part = json.loads(asked[-1].data)
+    assert part["id"].endswith("/call-1") and part["id"] != "call-1" and part["data"]["tool_call_id"] == "call-1"
+    assert decided.status_code == 202
+    resolved = [json.loads(d) for d in rest if "data-approval_resolved" in d]
+    assert [r["id"] for r in resolved] == [part["id"]]

@@ -306,8 +306,9 @@ def _vercel_chunk(event: AnyStreamEvent, run_id: str) -> BaseChunk:
             return DataChunk(type="data-tool_progress", id=data["tool_call_id"], data=dict(data), transient=True)
         case StreamEventType.GUARDRAIL:
             return DataChunk(type="data-guardrail", id=f"{run_id}-{event.seq}", data=dict(data))
-        case _:  # sub-agents and approvals: one part per delegation or call
-            return DataChunk(type=f"data-{event.event_type.value}", id=data["tool_call_id"], data=dict(data))
+        case _:  # sub-agents and approvals: one part per delegation or call (a sub-agent's call ids are its own)
+            part_id = data["tool_call_id"] if event.depth == 0 else f"{event.run_id}/{data['tool_call_id']}"
+            return DataChunk(type=f"data-{event.event_type.value}", id=part_id, data=dict(data))
 
 
 def agui_log_stream(**kwargs: Any) -> UIEventStream[Any, Any, Any, Any]:

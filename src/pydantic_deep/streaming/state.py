@@ -150,11 +150,15 @@ class RunState:
         return max(0.0, ((end or self.started_at) - self.started_at).total_seconds())
 
     def find_call(self, tool_call_id: str) -> ToolCall | None:
-        """The call with this id, a sub-agent's included."""
+        """The call with this id, a sub-agent's included; where runs repeat an id (a sub-agent's model may
+        number its calls as the parent's does), the one that asked for approval, if one did."""
+        found: ToolCall | None = None
         for (_, call_id), call in self._calls.items():
             if call_id == tool_call_id:
-                return call
-        return None
+                if call.approval is not None:
+                    return call
+                found = found or call
+        return found
 
     def waiting_for_approval(self) -> list[ToolCall]:
         """The calls, sub-agents' included, that wait for a decision now."""
