@@ -232,9 +232,8 @@ async def test_a_call_that_needs_approval_ends_a_protocol_run_the_protocols_way(
     assert (refused.status_code, refused.json()["error"]["field"]) == (422, "resume")
 
 
-async def test_a_sub_agents_call_in_a_protocol_run_waits_and_is_decided_over_runs() -> None:
-    """No later request could answer a sub-agent's call (its run is inside the parent's tool call), so it
-    waits in the stream, and `POST /runs/{run_id}/approvals` decides it."""
+def delegating_app(*, parent_call_id: str, sub_call_id: str) -> FastAPI:
+    """A parent that delegates to `launcher`, whose `launch` call (id `sub_call_id`) needs approval."""
 
     def launch(target: str) -> str:
         """Launch something."""
@@ -242,14 +241,14 @@ async def test_a_sub_agents_call_in_a_protocol_run_waits_and_is_decided_over_run
 
     async def sub_model(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str | DeltaToolCalls]:
         if len(messages) == 1:
-            yield {0: DeltaToolCall(name="launch", json_args='{"target": "probe"}', tool_call_id="sub-1")}
+            yield {0: DeltaToolCall(name="launch", json_args='{"target": "probe"}', tool_call_id=sub_call_id)}
             return
         yield "probe launched"
 
     async def parent_model(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str | DeltaToolCalls]:
         if len(messages) == 1:
             args = json.dumps({"agent_name": "launcher", "task": "launch the probe"})
-            yield {0: DeltaToolCall(name="delegate_task", json_args=args, tool_call_id="parent-1")}
+            yield {0: DeltaToolCall(name="delegate_task", json_args=args, tool_call_id=parent_call_id)}
             return
         yield "all done"
 
@@ -264,7 +263,14 @@ async def test_a_sub_agents_call_in_a_protocol_run_waits_and_is_decided_over_run
     parent = create_deep_agent(
         FunctionModel(stream_function=parent_model), subagents=[sub], file_tools=False, planning=False
     )
-    app = create_app(parent, require_approval=["launch"])
+    return create_app(parent, require_approval=["launch"])
+
+
+async def test_a_sub_agents_call_in_a_protocol_run_waits_and_is_decided_over_runs() -> None:
+    """No later request could answer a sub-agent's call (its run is inside the parent's tool call), so it
+    waits in the stream, and `POST /runs/{run_id}/approvals` decides it."""
+
+    app = delegating_app(parent_call_id="parent-1", sub_call_id="sub-1")
     async with live_server(app) as url, httpx.AsyncClient(base_url=url, timeout=30) as http:
         async with http.stream("POST", "/ag-ui", json=agui_body("launch the probe")) as response:
             messages = sse_stream(response)
@@ -285,35 +291,7 @@ async def test_a_sub_agents_call_in_a_protocol_run_waits_and_is_decided_over_run
 async def test_a_sub_agents_call_that_waits_is_a_vercel_data_part_of_its_own() -> None:
     """A sub-agent's call ids can repeat the parent's, so its parts are keyed by its run as well."""
 
-    def launch(target: str) -> str:
-        """Launch something."""
-        return f"launched {target}"
-
-    async def sub_model(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str | DeltaToolCalls]:
-        if len(messages) == 1:
-            yield {0: DeltaToolCall(name="launch", json_args='{"target": "probe"}', tool_call_id="call-1")}
-            return
-        yield "probe launched"
-
-    async def parent_model(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str | DeltaToolCalls]:
-        if len(messages) == 1:
-            args = json.dumps({"agent_name": "launcher", "task": "launch the probe"})
-            yield {0: DeltaToolCall(name="delegate_task", json_args=args, tool_call_id="call-1")}
-            return
-        yield "all done"
-
-    sub = create_deep_agent(
-        FunctionModel(stream_function=sub_model),
-        name="launcher",
-        description="Launches things.",
-        tools=[launch],
-        file_tools=False,
-        planning=False,
-    )
-    parent = create_deep_agent(
-        FunctionModel(stream_function=parent_model), subagents=[sub], file_tools=False, planning=False
-    )
-    app = create_app(parent, require_approval=["launch"])
+    app = delegating_app(parent_call_id="call-1", sub_call_id="call-1")
     async with live_server(app) as url, httpx.AsyncClient(base_url=url, timeout=30) as http:
         async with http.stream("POST", "/vercel-ai", json=vercel_body("launch the probe")) as response:
             messages = sse_stream(response)
