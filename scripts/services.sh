@@ -24,6 +24,15 @@ else
       || echo "services: could not start redis-server; Redis tests will skip"
   fi
 fi
+# PostgreSQL for durable runs: the machine's own cluster (trust auth on 127.0.0.1:5432), started if down.
+if have pg_isready && ! pg_isready -h 127.0.0.1 -p 5432 -q; then
+  if have pg_ctlcluster && [ -d /etc/postgresql ]; then
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start >/dev/null 2>&1 \
+      || echo "services: could not start PostgreSQL; durable-run tests will skip"
+  else
+    echo "services: PostgreSQL is not running; durable-run tests will skip"
+  fi
+fi
 # The real JavaScript clients (Vercel AI SDK, AG-UI) at the versions tests/js/package-lock.json pins.
 if have npm && [ ! tests/js/node_modules/.package-lock.json -nt tests/js/package-lock.json ]; then
   npm ci --prefix tests/js --no-audit --no-fund --ignore-scripts --loglevel=error >/dev/null 2>&1 \

@@ -8,7 +8,7 @@ import posixpath
 import threading
 import uuid
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from anyio.lowlevel import checkpoint
@@ -171,8 +171,8 @@ _live_environments: weakref.WeakValueDictionary[str, _Environment] = weakref.Wea
 _live_environments_lock = threading.Lock()
 
 
-def _initial_environment(files: Mapping[str, str | bytes]) -> _Environment:
-    environment = _Environment()
+def _initial_environment(files: Mapping[str, str | bytes], environment_id: str | None = None) -> _Environment:
+    environment = _Environment() if environment_id is None else _Environment(id=environment_id)
     for name, content in files.items():
         if not isinstance(name, str):  # pyright: ignore[reportUnnecessaryIsInstance]
             raise TypeError(f"file names must be strings, got {name!r}")
@@ -221,9 +221,20 @@ class StateBackend(WorkspaceBackend, SupportsFilesystem, SupportsRealpath):
             absolute, maps to its text (stored as UTF-8) or bytes. Missing parent directories are
             created; a name that is both a file and another's parent raises `ValueError`.
         ref: Attach to an existing in-memory environment instead of creating one.
+        environment_id: The id of the environment `files` create (default: a new random one): a run that
+            goes on in another process (a durable server) gets a workspace of the same id there.
+        on_change: Awaited after each file this backend writes (`path`, its bytes) or removes (`path`,
+            `None`), before the operation returns: a durable server keeps the files with it.
     """
 
-    def __init__(self, files: Mapping[str, str | bytes] | None = None, *, ref: WorkspaceRef | None = None) -> None:
+    def __init__(
+        self,
+        files: Mapping[str, str | bytes] | None = None,
+        *,
+        ref: WorkspaceRef | None = None,
+        on_change: Callable[[str, bytes | None], Awaitable[None]] | None = None,
+        environment_id: str | None = None,
+    ) -> None:
         if ref is not None:
             if files:
                 raise ValueError("pass `files` to create an environment or `ref` to attach to one, not both")
@@ -231,9 +242,14 @@ class StateBackend(WorkspaceBackend, SupportsFilesystem, SupportsRealpath):
                 raise ValueError(f"unsupported workspace provider {ref.provider!r}; expected {STATE_PROVIDER!r}")
         self._ref = ref
         # Built now (memory only, no I/O) so bad initial files fail at construction, not mid-run.
-        self._pending = None if ref is not None else _initial_environment(files or {})
+        if ref is not None and environment_id is not None:
+            raise ValueError("pass `environment_id` to create an environment or `ref` to attach to one, not both")
+        if environment_id is not None:  # its ref is known before the first operation
+            self._ref = WorkspaceRef(provider=STATE_PROVIDER, id=environment_id)
+        self._pending = None if ref is not None else _initial_environment(files or {}, environment_id)
         self._environment: _Environment | None = None
         self._lock = threading.Lock()
+        self._on_change = on_change
 
     @property
     def ref(self) -> WorkspaceRef | None:
@@ -313,7 +329,10 @@ class StateBackend(WorkspaceBackend, SupportsFilesystem, SupportsRealpath):
 
     async def write_bytes(self, path: str, data: bytes) -> None:
         environment, path = await self._ready(path)
-        environment.write(path, bytes(data))
+        data = bytes(data)
+        environment.write(path, data)
+        if self._on_change is not None:
+            await self._on_change(path, data)
 
     async def stat(self, path: str) -> FileEntry:
         environment, path = await self._ready(path)
@@ -330,6 +349,8 @@ class StateBackend(WorkspaceBackend, SupportsFilesystem, SupportsRealpath):
     async def remove(self, path: str) -> None:
         environment, path = await self._ready(path)
         environment.remove(path)
+        if self._on_change is not None:
+            await self._on_change(path, None)
 
     async def exists(self, path: str) -> bool:
         environment, path = await self._ready(path)

@@ -91,6 +91,9 @@ class InMemoryEventBus:
             log.closed = True
             log.notify()
 
+    async def hand_over(self, run_id: str) -> None:
+        return  # one process: nothing kept for the writer alone
+
     async def aclose(self) -> None:
         for run_id in list(self._logs):
             await self.discard(run_id)

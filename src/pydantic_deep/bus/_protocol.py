@@ -132,6 +132,11 @@ class EventBus(Protocol):
         """Drop the log (readers waiting on it see it closed). Does nothing for an unknown run."""
         ...
 
+    async def hand_over(self, run_id: str) -> None:
+        """This process stops writing the log and another goes on with it (a durable run): forget what was
+        kept to write it (its next `seq`, the copy kept to write the log back after Redis lost it)."""
+        ...
+
     async def aclose(self) -> None:
         """Release the bus's resources (connections); the logs of an in-process bus go with it."""
         ...

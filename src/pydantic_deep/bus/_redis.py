@@ -259,6 +259,9 @@ class RedisEventBus:
             mirror.closed = True
             mirror.notify()
 
+    async def hand_over(self, run_id: str) -> None:
+        self._written.pop(run_id, None)
+
     async def discard(self, run_id: str) -> None:
         from redis.exceptions import ResponseError
 

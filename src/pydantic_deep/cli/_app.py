@@ -234,6 +234,23 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    agent: Annotated[
+        str | None,
+        typer.Option(
+            help="Serve this agent instead of a deep agent: MODULE:NAME (an agent, or a function returning one).",
+            envvar=_env("AGENT"),
+            show_default=False,
+        ),
+    ] = None,
+    durable: Annotated[
+        str | None,
+        typer.Option(
+            help="PostgreSQL URL: runs are kept as they settle and go on in another process after a crash "
+            "(needs --bus redis://...).",
+            envvar=_env("DURABLE"),
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Serve agent runs over HTTP (SSE, WebSocket, AG-UI, Vercel AI) with a live dashboard page."""
     from ..server import ServeOptions
@@ -260,6 +277,8 @@ def serve(
         allowed_hosts=_listed(allowed_host) or None,
         tokens_file=tokens_file,
         require_approval=_listed(require_approval),
+        agent=agent,
+        durable=durable,
     )
     raise typer.Exit(serve_command(options))
 

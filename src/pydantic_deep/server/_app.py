@@ -25,6 +25,7 @@ from ..deps import DeepAgentDeps
 from . import _routes_chat, _routes_page, _routes_protocols, _routes_runs
 from ._context import ServerContext
 from ._docs import door_answers
+from ._durable import DURABLE_ENV_VAR, DurableRuns
 from ._errors import install_error_handlers
 from ._guard import Authenticate, AuthFunction, BodyLimit, Doors, TokenCheck, redact_server_logs
 from ._runs import RunRegistry
@@ -59,6 +60,7 @@ def create_app(
     tokens: Mapping[str, str] | None = None,
     auth: AuthFunction | None = None,
     require_approval: Sequence[str] = (),
+    durable: str | None = None,
 ) -> FastAPI:
     """Build the ASGI app: start runs over HTTP and stream their events to any number of clients.
 
@@ -113,6 +115,10 @@ def create_app(
     a WebSocket handshake too) to its principal's name, or `None` for 401. See docs/server.md and
     docs/scaling.md.
 
+    Durable runs: with `durable` (a PostgreSQL URL, or the `PYDANTIC_DEEP_DURABLE` environment variable)
+    and a Redis bus, each run started with `POST /runs` is kept in Postgres as it settles and goes on in
+    another process of the fleet when its own dies or shuts down (docs/durability.md).
+
     Approvals: calls to the tools in `require_approval` (and those a request's own `require_approval`
     names) wait for a decision, sent to `POST /runs/{run_id}/approvals` on any process of the fleet.
     """
@@ -146,6 +152,14 @@ def create_app(
     event_bus = bus_from_url(bus, prefix=bus_prefix) if bus is None or isinstance(bus, str) else bus
     owns_bus = bus is None or isinstance(bus, str)
     new_deps = deps or DeepAgentDeps
+    durable = durable if durable is not None else os.environ.get(DURABLE_ENV_VAR) or None
+    durable_runs: DurableRuns | None = None
+    if durable:
+        if isinstance(event_bus, InMemoryEventBus):
+            raise ValueError("durable mode needs a bus the fleet shares: give a Redis bus (redis://...)")
+        durable_runs = DurableRuns(
+            durable.strip(), concurrency=max_concurrent_runs, lease_seconds=lease_seconds, shutdown_grace=drain_timeout
+        )
     context = ServerContext(
         agent=agent,
         deps=new_deps,
@@ -161,6 +175,7 @@ def create_app(
             lease_seconds=lease_seconds,
             max_buffered_events=max_buffered_events,
             require_approval=require_approval,
+            durable=durable_runs,
         ),
         bus=event_bus,
         check=TokenCheck(token, tokens),

@@ -32,7 +32,7 @@ from contextlib import aclosing, suppress
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 from pydantic_ai import CancellationToken, DeferredToolResults
 from pydantic_ai.agent import AbstractAgent
@@ -42,12 +42,23 @@ from pydantic_ai.models import Model
 from pydantic_ai.toolsets import AbstractToolset
 from pydantic_ai.workspaces import WorkspaceBackend
 
+from ..backends import StateBackend
 from ..budget import Budget
 from ..bus import BusUnavailableError, EventBus, InMemoryEventBus, UnknownRunError
+from ..models import resolve_model
 from ..streaming import AnyStreamEvent, RunState, StreamEventType, run_stream, run_stream_with_tools
 from ..streaming.approvals import ApprovalConflictError, ApprovalDecision
-from ..streaming.state import ToolCall
-from ..streaming.types import ApprovalRequiredStreamEvent, agent_end_event, error_event, tool_end_event
+from ..streaming.state import ToolCall, settles
+from ..streaming.types import (
+    ApprovalRequiredStreamEvent,
+    RunResumedData,
+    RunStatus,
+    StreamEvent,
+    agent_end_event,
+    error_event,
+    tool_end_event,
+)
+from ._durable import DurableRuns
 from ._wire import ADMIN, BudgetRequest, PendingApproval, RunInfo, RunProtocol, RunStatusName, RunSummary, RunUsageInfo
 
 __all__ = ("ProtocolRun", "RunRecord", "RunRegistry", "ServerDraining", "TooManyRuns")
@@ -137,6 +148,10 @@ class RunRecord:
         default_factory=dict[str, "asyncio.Future[ApprovalDecision]"]
     )
     """The decisions `POST /runs/{run_id}/approvals` gave, by tool call, for the run's `on_approval` to take."""
+    durable: bool = False
+    """Run through the durable queue: cancelled by cancelling its task, handed over when this process stops."""
+    handed_over: bool = False
+    """This process stopped running it (shutting down) and left it to another: its log stays open."""
 
     def observe(self, event: AnyStreamEvent) -> None:
         self.state.apply(event)
@@ -336,8 +351,10 @@ class RunRegistry:
         max_buffered_events: int = 10_000,
         owner: str | None = None,
         require_approval: Sequence[str] = (),
+        durable: DurableRuns | None = None,
     ) -> None:
         self.agent = agent
+        self.durable = durable
         self.bus = bus
         self.deps = deps
         self.max_concurrent_runs = max_concurrent_runs
@@ -406,8 +423,10 @@ class RunRegistry:
         )
         if record.run_id in self._runs:
             raise ValueError(f"run {record.run_id!r} already has an event log")
-        self._running += 1
-        self._runs[record.run_id] = record
+        durable = self.durable is not None and via is None
+        if not durable:
+            self._running += 1
+            self._runs[record.run_id] = record
         meta = {"prompt": prompt, "created_at": record.created_at.isoformat(), "owner": self.owner}
         if model_name is not None:
             meta["model"] = model_name
@@ -421,6 +440,9 @@ class RunRegistry:
                 meta["conversation"] = via.conversation
             if via.message_id is not None:
                 meta["message_id"] = via.message_id
+        if durable:
+            meta["durable"] = "1"
+            return await self._submit(record, meta, message_history)
         try:
             await self.bus.open(record.run_id, meta)
             await self.bus.renew(self.owner, [record.run_id], self.lease_seconds)
@@ -439,16 +461,120 @@ class RunRegistry:
         )
         return record
 
+    # ---- durable runs ----------------------------------------------------------------------------------
+
+    async def _submit(
+        self, record: RunRecord, meta: dict[str, str], history: Sequence[ModelMessage] | None
+    ) -> RunRecord:
+        """Open the run's log and queue it: a worker of any process of the fleet runs it (see `_take`)."""
+        assert self.durable is not None
+        payload: dict[str, Any] = {
+            "prompt": record.prompt,
+            "model": record.model,
+            "principal": record.principal,
+            "require_approval": list(record.require_approval),
+            "budget": asdict(record.budget) if record.budget is not None else None,
+            "history": ModelMessagesTypeAdapter.dump_json(list(history)).decode() if history else None,
+            "created_at": record.created_at.isoformat(),
+        }
+        await self.bus.open(record.run_id, meta)
+        await self.bus.hand_over(record.run_id)  # written by whichever process's worker runs it
+        # The lease is this process's until a worker claims the run (then the worker's).
+        await self.bus.renew(self.owner, [record.run_id], self.lease_seconds)
+        await self.durable.submit(record.run_id, payload)
+        record.local = False
+        return record
+
+    async def _take(self, run_id: str, payload: dict[str, Any], attempt: int) -> None:
+        """Run a queued run in this process: from the start, or going on after its process was lost."""
+        assert self.durable is not None
+        budget = payload.get("budget")
+        record = RunRecord(
+            run_id=run_id,
+            prompt=str(payload.get("prompt") or ""),
+            model=payload.get("model") or None,
+            created_at=_parse_time(payload.get("created_at")) or datetime.now(UTC),
+            principal=payload.get("principal") or None,
+            require_approval=list(payload.get("require_approval") or ()),
+            budget=Budget(**budget) if budget else None,
+            durable=True,
+        )
+        (meta,) = await self.bus.metas([run_id])
+        if meta is None:
+            logger.warning("run %s: its event log is gone; not running it", run_id)
+            return
+        events: list[AnyStreamEvent] = []
+        while True:
+            batch = await self.bus.read(run_id, events[-1].seq if events else -1, limit=1024, wait=0)
+            events.extend(batch.events)
+            if not batch.events or batch.closed:
+                break
+        for event in events:
+            record.observe(event)
+        if record.status != "running":
+            return  # it ended while no process ran it (cancelled)
+        if await self.durable.cancel_requested(run_id):
+            await self.bus.append_many(run_id, _closing_events(record, None, "cancelled", status="cancelled"))
+            await self.bus.close(run_id)
+            return
+        resume = _Resumption(events, owner=self.owner, attempt=attempt) if events else None
+        await self.bus.hand_over(run_id)  # what this process may have kept of it is stale
+        self._runs[run_id] = record
+        self._running += 1
+        await self.bus.renew(self.owner, [run_id], self.lease_seconds)
+        files = await self.durable.files(run_id)
+        record.deps = self._durable_deps(run_id, files, fresh=resume is None)
+        history_json = payload.get("history")
+        history = ModelMessagesTypeAdapter.validate_json(history_json) if history_json else None
+        model = resolve_model(record.model) if record.model else None
+        if resume is not None:
+            logger.warning(
+                "run %s: taken over (attempt %d) from step %d; %d events of the interrupted step are void",
+                run_id,
+                attempt,
+                resume.data["from_step"],
+                resume.data["void_events"],
+            )
+        record.task = asyncio.create_task(
+            self._execute(record, history, model, None, resume=resume), name=f"pydantic-deep run {run_id}"
+        )
+        await record.task
+
+    def _durable_deps(self, run_id: str, files: dict[str, bytes], *, fresh: bool) -> Any:
+        """The run's deps, its in-memory workspace restored from what was kept and kept as it changes."""
+        assert self.durable is not None
+        deps = self.deps()
+        backend = getattr(deps, "backend", None)
+        if isinstance(backend, StateBackend):
+            durable = self.durable
+            initial: dict[str, str | bytes] = dict(backend.files) if fresh else dict(files)
+
+            async def keep(path: str, content: bytes | None) -> None:
+                await durable.save_file(run_id, path, content)
+
+            # The same environment id in every process: a recorded workspace ref still names it after a takeover.
+            deps.backend = StateBackend(files=initial, on_change=keep, environment_id=run_id)
+        return deps
+
     async def _execute(
         self,
         record: RunRecord,
         history: Sequence[ModelMessage] | None,
         model: Model | None,
         workspace: WorkspaceBackend | None,
+        *,
+        resume: _Resumption | None = None,
     ) -> None:
         run_id = record.run_id
         outbox = _Outbox(self.bus, run_id, self.max_buffered_events)
         via = record.via
+        durable = self.durable if record.durable else None
+        agent_name = self.agent.name
+        if resume is not None:
+            resumed = StreamEvent(event_type=StreamEventType.RUN_RESUMED, data=resume.data)
+            resumed.run_id, resumed.agent_name, resumed.seq = run_id, agent_name, record.next_seq
+            record.observe(cast(AnyStreamEvent, resumed))
+            outbox.put(cast(AnyStreamEvent, resumed))
         try:
             # A protocol's run takes its prompt from the history and streams each tool call's input.
             stream = (run_stream if via is None else run_stream_with_tools)(
@@ -457,7 +583,9 @@ class RunRegistry:
                 record.deps,
                 message_history=history,
                 workspace=workspace,
-                cancellation_token=record.token,
+                # A durable run is cancelled by cancelling its task: a token cannot cross a durable step.
+                cancellation_token=record.token if durable is None else None,
+                durability=None if durable is None else partial(_durability, durable, agent_name),
                 model=model,
                 run_id=run_id,
                 run_timeout=self.run_timeout,
@@ -473,6 +601,10 @@ class RunRegistry:
             )
             async with aclosing(stream) as events:
                 async for event in events:
+                    if resume is not None:
+                        if not resume.keep(event):
+                            continue
+                        event.seq = record.next_seq
                     record.observe(event)
                     if record.status != "running":
                         # Settled before anyone can read its agent_end: a client that saw the end can start
@@ -484,16 +616,29 @@ class RunRegistry:
             if outbox.overflowing and record.status == "running":
                 self._end_in_log(record, outbox, "BusUnavailableError", _overflow_message(outbox))
         except asyncio.CancelledError:
-            record.end("cancelled", error="the server stopped before the run finished")
-            raise
+            if durable is not None and record.token.cancelled and record.status == "running":
+                self._end_in_log(record, outbox, None, "cancelled", status="cancelled")  # cancelled for good
+            elif durable is not None:
+                record.handed_over = True  # the process stops: another takes the run over from its steps
+                raise
+            else:
+                record.end("cancelled", error="the server stopped before the run finished")
+                raise
         except Exception as exc:  # the run's own failure is already in its events; anything else is logged
             record.end("failed", error=f"{type(exc).__name__}: {exc}")
             logger.warning("run %s failed: %s: %s", run_id, type(exc).__name__, exc)
         finally:
-            record.end("failed", error="the run ended without an agent_end event")
-            self._settle(record)
-            await self._flush_and_close(run_id, outbox)
-            self._schedule_prune()
+            if record.handed_over:
+                self._settle(record)
+                self._runs.pop(run_id, None)
+                await self._flush(run_id, outbox)
+                await self.bus.hand_over(run_id)
+                logger.warning("run %s: handed over to another process of the fleet (this one stops)", run_id)
+            else:
+                record.end("failed", error="the run ended without an agent_end event")
+                self._settle(record)
+                await self._flush_and_close(run_id, outbox)
+                self._schedule_prune()
 
     async def _decision(self, record: RunRecord, event: ApprovalRequiredStreamEvent) -> ApprovalDecision:
         """A call of the run waits: its decision comes from `POST /runs/{run_id}/approvals`, on any process."""
@@ -559,11 +704,28 @@ class RunRegistry:
             return None
         return record.messages or await self.bus.messages(record.run_id)
 
-    def _end_in_log(self, record: RunRecord, outbox: _Outbox, exception_type: str, message: str) -> None:
+    def _end_in_log(
+        self,
+        record: RunRecord,
+        outbox: _Outbox,
+        exception_type: str | None,
+        message: str,
+        *,
+        status: RunStatus = "failed",
+    ) -> None:
         """End a run whose stream stopped short: close its open tool calls, then `error` and `agent_end`."""
-        for event in _closing_events(record, exception_type, message):
+        for event in _closing_events(record, exception_type, message, status=status):
             outbox.put(event)
             record.observe(event)
+
+    async def _flush(self, run_id: str, outbox: _Outbox) -> None:
+        """Write what the outbox holds, leaving the log open (for the process that goes on with the run)."""
+        try:
+            async with asyncio.timeout(max(self.lease_seconds, 2.0)):
+                await outbox.finish()
+        except (TimeoutError, asyncio.CancelledError):
+            outbox.task.cancel()
+            logger.warning("run %s: could not write its last events before handing it over", run_id)
 
     async def _flush_and_close(self, run_id: str, outbox: _Outbox) -> None:
         try:
@@ -650,10 +812,33 @@ class RunRegistry:
         """
         record = await self.require(run_id, principal)
         if record.status == "running":
-            record.token.cancel()
+            self._cancel_local(record)
+            if self.durable is not None and not record.local:
+                await self.durable.request_cancel(run_id)  # whoever runs it next finds the run cancelled
             if not record.local:
                 await self.bus.publish({"type": "cancel", "run_id": run_id, "from": self.owner})
+            if self.durable is not None and not record.local and run_id in await self.bus.orphans():
+                await self._cancel_ownerless(record)
         return record
+
+    def _cancel_local(self, record: RunRecord) -> None:
+        record.token.cancel()
+        if record.durable and record.local and record.task is not None:
+            record.task.cancel()
+
+    async def _cancel_ownerless(self, record: RunRecord) -> None:
+        """Cancel a durable run no process runs now (its process was lost): off the queue, its log ended."""
+        assert self.durable is not None
+        await self.durable.cancel(record.run_id)
+        events = _closing_events(record, None, "cancelled", status="cancelled")
+        try:
+            await self.bus.append_many(record.run_id, events)
+        except ValueError:
+            return  # a process took it over first: it hears the cancel through the bus or finds it asked for
+        for event in events:
+            record.observe(event)
+        with suppress(UnknownRunError):
+            await self.bus.close(record.run_id)
 
     # ---- the fleet -------------------------------------------------------------------------------------
 
@@ -663,6 +848,8 @@ class RunRegistry:
             asyncio.create_task(self._keep_leases(), name="pydantic-deep leases"),
             asyncio.create_task(self._listen(), name="pydantic-deep control"),
         ]
+        if self.durable is not None:
+            await self.durable.open(self._take)
 
     async def _keep_leases(self) -> None:
         interval = self.lease_seconds / 4
@@ -672,12 +859,21 @@ class RunRegistry:
                 mine = [r.run_id for r in self._runs.values() if r.local and r.task is not None and not r.task.done()]
                 await self.bus.renew(self.owner, mine, self.lease_seconds)
                 for run_id in await self.bus.orphans():
-                    if run_id not in self._runs:
+                    if run_id not in self._runs and await self._lost(run_id):
                         await self._end_lost_run(run_id)
             except BusUnavailableError:
                 continue  # the outbox and followers report it; try again next time
             except Exception:
                 logger.exception("lease upkeep failed; retrying")
+
+    async def _lost(self, run_id: str) -> bool:
+        """Whether a run whose lease lapsed is lost: a durable one is not while its queue will run it again."""
+        if self.durable is None:
+            return True
+        (meta,) = await self.bus.metas([run_id])
+        if meta is None or meta.get("durable") != "1":
+            return True
+        return await self.durable.state(run_id) not in ("pending", "running")
 
     async def _end_lost_run(self, run_id: str) -> None:
         """End the log of a run whose server is gone: `error` (`ServerLost`) and `agent_end`, then close it."""
@@ -704,7 +900,7 @@ class RunRegistry:
                 if record is None or record.status != "running":
                     continue
                 if message.get("type") == "cancel":
-                    record.token.cancel()
+                    self._cancel_local(record)
                 elif message.get("type") == "approve":
                     try:
                         answer = json.loads(message.get("decision", "{}"))
@@ -735,6 +931,8 @@ class RunRegistry:
         self._schedule_prune()
         for run_id in dropped:
             await self.bus.discard(run_id)
+        if self.durable is not None and dropped:
+            await self.durable.forget(dropped)
 
     def _schedule_prune(self) -> None:
         """Arm the one timer for when the earliest finished run is due to be dropped."""
@@ -770,6 +968,16 @@ class RunRegistry:
     async def drain(self, seconds: float) -> None:
         """Take no new runs (503), let running ones finish for up to `seconds`, then cancel the rest."""
         self.draining = True
+        if self.durable is not None:
+            # Claims no more runs; those running get `seconds` to finish, then go back to the queue.
+            durable_runs = [r for r in self.running() if r.durable]
+            if durable_runs:
+                logger.info(
+                    "draining: %d durable runs get up to %g s to finish, then go on in another process",
+                    len(durable_runs),
+                    seconds,
+                )
+            await self.durable.release()
         tasks = [r.task for r in self.running() if r.task is not None]
         if tasks:
             logger.info("draining: waiting up to %g s for %d running runs", seconds, len(tasks))
@@ -792,6 +1000,8 @@ class RunRegistry:
     async def aclose(self) -> None:
         """Cancel running runs, then stop the background work and what is left."""
         self.draining = True
+        if self.durable is not None:
+            await self.durable.aclose()  # hands its runs over (see `drain`) before the rest is cancelled
         await self.cancel_all()
         for task in self._background:
             task.cancel()
@@ -828,21 +1038,25 @@ def _overflow_message(outbox: _Outbox) -> str:
     )
 
 
-def _closing_events(record: RunRecord, exception_type: str, message: str) -> list[AnyStreamEvent]:
-    """`tool_end` for each call still open, then `error` and `agent_end`, numbered after the record's last event."""
+def _closing_events(
+    record: RunRecord, exception_type: str | None, message: str, *, status: RunStatus = "failed"
+) -> list[AnyStreamEvent]:
+    """`tool_end` for each call still open, then `error` (when `exception_type` is given) and `agent_end`,
+    numbered after the record's last event."""
     now = datetime.now(UTC)
     events: list[AnyStreamEvent] = []
     for call in _open_calls(record.state.tools):
         end = tool_end_event(tool_name=call.tool_name, tool_call_id=call.tool_call_id, error=message)
         end.run_id, end.depth = call.run_id, call.depth
         events.append(end)
-    events.append(error_event(error=message, exception_type=exception_type))
+    if exception_type is not None:
+        events.append(error_event(error=message, exception_type=exception_type))
     state = record.state
     events.append(
         agent_end_event(
             agent_name=state.agent_name,
             success=False,
-            status="failed",
+            status=status,
             total_iterations=state.steps,
             total_tokens=state.total_tokens,
             total_cost_usd=state.total_cost_usd,
@@ -864,3 +1078,64 @@ def _open_calls(calls: list[ToolCall]) -> list[ToolCall]:
         if call.ended_at is None:
             open_calls.append(call)
     return open_calls
+
+
+def _durability(durable: DurableRuns, agent_name: str | None, live: Any) -> AbstractCapability[Any]:
+    return durable.capability(live, agent_name)
+
+
+class _Resumption:
+    """How a durable run taken over goes on in its log: which of the new attempt's events are already there.
+
+    The new attempt runs from the start, its settled steps answered from the record: their events are in
+    the log already and are left out. The log's events after its last settled point (see `settles`) are
+    void (the work they tell of was cut off and is done again); `run_resumed` says so before the new ones.
+    """
+
+    def __init__(self, events: Sequence[AnyStreamEvent], *, owner: str, attempt: int) -> None:
+        last = max((i for i, event in enumerate(events) if settles(event)), default=0)
+        settled = events[: last + 1]
+        self.from_step = sum(1 for e in settled if e.depth == 0 and e.event_type is StreamEventType.PROGRESS)
+        self.started = {_call_id(e) for e in settled if e.depth == 0 and e.event_type is StreamEventType.TOOL_START}
+        self.ended = {_call_id(e) for e in settled if e.depth == 0 and e.event_type is StreamEventType.TOOL_END}
+        self.data = RunResumedData(
+            from_step=self.from_step,
+            void_after_seq=events[last].seq,
+            void_events=len(events) - last - 1,
+            owner=owner,
+            attempt=attempt,
+        )
+        self.step = 0
+        self.replaying: str | None = None
+        """The settled tool call whose replay is going by (its events are in the log)."""
+
+    def keep(self, event: AnyStreamEvent) -> bool:
+        if event.depth > 0:
+            return self.replaying is None
+        kind = event.event_type
+        if self.replaying is not None:
+            if kind is StreamEventType.TOOL_END and _call_id(event) == self.replaying:
+                self.replaying = None
+            return False
+        match event.event_type:
+            case StreamEventType.AGENT_START:
+                return False
+            case StreamEventType.PROGRESS:
+                self.step = event.data["iteration"]
+                return self.step > self.from_step
+            case StreamEventType.LLM_CHUNK | StreamEventType.THINKING_CHUNK | StreamEventType.TOOL_ARGS_DELTA:
+                return self.step >= self.from_step  # text of model request `step + 1`
+            case StreamEventType.TOOL_START:
+                call_id = _call_id(event)
+                if call_id in self.ended:
+                    self.replaying = call_id
+                    return False
+                return call_id not in self.started  # started before the settled point: it goes on, unstarted
+            case StreamEventType.TOOL_END:
+                return _call_id(event) not in self.ended
+            case _:
+                return True
+
+
+def _call_id(event: AnyStreamEvent) -> str | None:
+    return cast("str | None", event.data.get("tool_call_id"))

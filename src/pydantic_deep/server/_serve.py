@@ -10,22 +10,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import ipaddress
 import logging
 import os
 import signal
+import sys
 import threading
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any
+from typing import Any, cast
+from urllib.parse import urlsplit
 
 import uvicorn
+from pydantic_ai.agent import AbstractAgent
 from pydantic_ai.models import Model
 
 from ..bus import BusUnavailableError, RedisEventBus
 from ._app import TOKEN_ENV_VAR, bus_from_url, create_app, read_tokens_file
 from ._context import ServerContext
+from ._durable import DurableRuns
 
 __all__ = ("ServeOptions", "ServerConfigError", "check_bind", "is_loopback", "openapi_schema", "serve")
 
@@ -87,6 +92,10 @@ class ServeOptions:
     """A file of `NAME TOKEN` lines: each token's holder is a user who sees only their own runs."""
     require_approval: Sequence[str] = ()
     """Tools whose calls wait for a decision (`POST /runs/{run_id}/approvals`)."""
+    agent: str | None = None
+    """The agent to serve instead of a deep agent on `model`: `MODULE:NAME`, an agent or a function that makes one."""
+    durable: str | None = None
+    """A PostgreSQL URL: runs are kept there as they settle and go on in another process after a crash."""
     log_level: str = "info"
 
 
@@ -110,8 +119,16 @@ def serve(options: ServeOptions | None = None, **settings: Any) -> None:
         raise ServerConfigError(str(exc)) from None
     if isinstance(bus, RedisEventBus):
         asyncio.run(_check_redis(bus))
+    if options.durable:
+        if not isinstance(bus, RedisEventBus):
+            raise ServerConfigError("--durable needs a Redis bus the fleet shares: add --bus redis://HOST:PORT/DB")
+        asyncio.run(_check_postgres(options.durable))
+    agent = load_agent(options.agent) if options.agent else None
+    if agent is not None and options.model is not None:
+        raise ServerConfigError("give --agent or --model, not both: the agent brings its own model")
     try:
         app = create_app(
+            agent,
             model=options.model,
             token=token,
             bus=options.bus or "memory",  # by URL: the app makes its client in its own loop, and closes it
@@ -131,6 +148,7 @@ def serve(options: ServeOptions | None = None, **settings: Any) -> None:
             allowed_hosts=options.allowed_hosts,
             tokens=tokens,
             require_approval=options.require_approval,
+            durable=options.durable or "",
         )
     except ValueError as exc:
         raise ServerConfigError(str(exc)) from None
@@ -144,6 +162,46 @@ def serve(options: ServeOptions | None = None, **settings: Any) -> None:
         timeout_graceful_shutdown=5,  # a backstop: the drain has ended every stream by then
     )
     _DrainingServer(config, app.state.deep).run()
+
+
+def load_agent(spec: str) -> AbstractAgent[Any, Any]:
+    """The agent `MODULE:NAME` names (the module imported from the current directory too): an agent, or a
+    function of no arguments that returns one."""
+    module_name, _, name = spec.partition(":")
+    if not module_name or not name:
+        raise ServerConfigError(f"--agent {spec!r}: expected MODULE:NAME, e.g. myapp.agents:support_agent")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        found: Any = importlib.import_module(module_name)
+        for part in name.split("."):
+            found = getattr(found, part)
+    except (ImportError, AttributeError) as exc:
+        raise ServerConfigError(f"--agent {spec!r}: {exc}") from None
+    if not isinstance(found, AbstractAgent) and callable(found):
+        found = found()
+    if not isinstance(found, AbstractAgent):
+        raise ServerConfigError(f"--agent {spec!r} is a {type(found).__name__}, not a Pydantic AI agent")
+    return cast("AbstractAgent[Any, Any]", found)
+
+
+async def _check_postgres(url: str) -> None:
+    try:
+        await DurableRuns(url, concurrency=1).check()
+    except ValueError as exc:
+        raise ServerConfigError(str(exc)) from None
+    except Exception as exc:  # psycopg's OperationalError and friends: say what failed, in one line
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ServerConfigError(
+            f"cannot reach the durable store (PostgreSQL) at {_no_password(url)}: {first}"
+        ) from None
+
+
+def _no_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")).geturl()
 
 
 async def _check_redis(bus: RedisEventBus) -> None:

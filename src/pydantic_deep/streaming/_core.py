@@ -14,15 +14,22 @@ import inspect
 import logging
 import time
 import uuid
-from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
 from pydantic_ai import Agent, AgentRunResult, CancellationToken, DeferredToolRequests, DeferredToolResults
-from pydantic_ai.agent import AbstractAgent
+from pydantic_ai.agent import AbstractAgent, EventStreamHandler
 from pydantic_ai.capabilities import AbstractCapability
 from pydantic_ai.exceptions import RunCancelled, UsageLimitExceeded
-from pydantic_ai.messages import ModelMessage
+from pydantic_ai.messages import (
+    AgentStreamEvent,
+    FinalResultEvent,
+    ModelMessage,
+    PartDeltaEvent,
+    PartEndEvent,
+    PartStartEvent,
+)
 from pydantic_ai.models import Model
 from pydantic_ai.output import OutputSpec
 from pydantic_ai.toolsets import AbstractToolset
@@ -133,6 +140,11 @@ class StreamOptions:
     approval_timeout: float | None = None
     budget: Budget | None = None
     require_approval: ApprovalPolicy | None = None
+    durability: Callable[[EventStreamHandler[Any]], AbstractCapability[Any]] | None = None
+
+
+_MODEL_EVENTS = (PartStartEvent, PartDeltaEvent, PartEndEvent, FinalResultEvent)
+"""What a model response streams; a durable model request hands them to the stream from inside its step."""
 
 
 @dataclass(kw_only=True)
@@ -268,6 +280,22 @@ async def _drive(
     model = options.model if options.model is not None else getattr(agent, "model", None)
     start = AgentStartData(agent_name=agent_name, prompt=prompt, model=model_label(model))
     await put(tr.make(root, StreamEventType.AGENT_START, start))
+    deadlines: _Deadlines | None = None
+    live = False
+    """Whether the model request in progress streamed from inside its durable step (see `durability`)."""
+
+    async def stream_live(_: Any, events: AsyncIterable[AgentStreamEvent]) -> None:
+        nonlocal live
+        async for event in events:
+            if isinstance(event, _MODEL_EVENTS):  # the rest comes through the node streams below
+                live = True
+                if deadlines is not None:
+                    deadlines.touch()
+                translated = tr.translate(event, root)
+                if translated is not None:
+                    await put(translated)
+
+    durable = [options.durability(stream_live)] if options.durability is not None else []
     if options.deferred_tool_results is not None:  # decisions the caller brings (a protocol client's answers)
         for decided in tr.resolved(options.deferred_tool_results, root):
             await put(decided)
@@ -287,6 +315,7 @@ async def _drive(
                     *([require_approval(policy)] if policy is not None else ()),
                     *(options.budget.capabilities() if options.budget is not None else ()),
                     *options.capabilities,
+                    *durable,
                 ],
                 toolsets=options.toolsets or None,
                 # `None` is the agent's own output type (iter's default), which its overloads spell apart.
@@ -299,8 +328,11 @@ async def _drive(
             approvals.on_wait = deadlines.hold
             async for node in run:
                 if Agent.is_model_request_node(node) or Agent.is_call_tools_node(node):
+                    live = False
                     async with node.stream(run.ctx) as events:
                         async for event in events:
+                            if live and isinstance(event, _MODEL_EVENTS):
+                                continue  # streamed from its durable step already: this is the step's replay
                             deadlines.touch()
                             translated = tr.translate(event, root)
                             if tr.backlog:

@@ -9,7 +9,7 @@ from contextlib import aclosing
 from typing import Any, Literal, TypedDict, Unpack
 
 from pydantic_ai import AgentRunResult, CancellationToken, DeferredToolResults
-from pydantic_ai.agent import AbstractAgent
+from pydantic_ai.agent import AbstractAgent, EventStreamHandler
 from pydantic_ai.capabilities import AbstractCapability
 from pydantic_ai.messages import ModelMessage
 from pydantic_ai.models import Model
@@ -83,6 +83,10 @@ class RunOptions(TypedDict, total=False):
     require_approval: ApprovalPolicy | None
     """Calls that wait for approval in this run, on top of the agent's: tool names, or a function of a
     call's name and arguments returning true (or a reason). A deep agent's sub-agents follow it too."""
+    durability: Callable[[EventStreamHandler[Any]], AbstractCapability[Any]] | None
+    """Makes the run durable: called with the stream's handler of live model events, it returns the
+    durable-execution capability for this run, e.g. `lambda live: PGTaskDurability(event_stream_handler=live)`.
+    Text and thinking still stream live from inside each durable model request (not after it settles)."""
 
 
 def _options(options: RunOptions, *, tool_args_deltas: bool = False) -> StreamOptions:

@@ -2,20 +2,40 @@
 
 The one fold of the stream: the terminal's live view and plain printer, replay, the server's run
 status and the tests all read the same facts from it. It is a plain dataclass with one method that
-matters, `apply(event)`; it keeps no reference to the events themselves and knows nothing about
-how it is shown. Times come from the events' own timestamps, never from the clock,
-so a replayed log gives the same state as the run that wrote it.
+matters, `apply(event)`; it keeps only the events since the run's last settled point (to drop them
+when a `run_resumed` says they are void) and knows nothing about how it is shown. Times come from the
+events' own timestamps, never from the clock, so a replayed log gives the same state as the run that wrote it.
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Never
 
 from .types import AnyStreamEvent, GuardrailData, PlanUpdateData, StreamEvent, StreamEventType, ToolStartData
 
-__all__ = ("ApprovalState", "CallStatus", "PlanStep", "RunPhase", "RunState", "SubagentActivity", "ToolCall")
+__all__ = (
+    "ApprovalState",
+    "CallStatus",
+    "PlanStep",
+    "RunPhase",
+    "RunState",
+    "SubagentActivity",
+    "ToolCall",
+    "settles",
+)
+
+_SETTLING = frozenset({StreamEventType.AGENT_START, StreamEventType.PROGRESS, StreamEventType.TOOL_END})
+
+
+def settles(event: AnyStreamEvent) -> bool:
+    """Whether the run's work up to `event` is settled: its start, a finished model request (`progress`) or a
+    finished tool call of the top-level run. A durable run taken over goes on from its last settled point:
+    a `run_resumed` voids only what came after one."""
+    return event.depth == 0 and event.event_type in _SETTLING
+
 
 CallStatus = Literal["running", "done", "failed"]
 ApprovalState = Literal["waiting", "approved", "denied"]
@@ -134,7 +154,12 @@ class RunState:
     last_seq: int | None = None
     guardrails: list[GuardrailData] = field(default_factory=list[GuardrailData])
     """Every `guardrail` event of the run, in order (budget warnings, blocks, redactions)."""
+    resumed: int = 0
+    """How many times the run was taken over by another process (`run_resumed` events)."""
     _calls: dict[tuple[str, str | None], ToolCall] = field(default_factory=dict[tuple[str, "str | None"], ToolCall])
+    _settled: RunState | None = field(default=None, repr=False)
+    """The state as of the last settled point (see `settles`), and the events applied since."""
+    _since: list[AnyStreamEvent] = field(default_factory=list["AnyStreamEvent"], repr=False)
 
     @property
     def finished(self) -> bool:
@@ -170,6 +195,34 @@ class RunState:
 
     def apply(self, event: AnyStreamEvent) -> None:
         """Fold one event into the state."""
+        if event.event_type is StreamEventType.RUN_RESUMED:
+            self._resume(event.data["void_after_seq"])
+        self._fold(event)
+        if settles(event):
+            self._settle()
+        elif event.event_type is not StreamEventType.RUN_RESUMED:
+            self._since.append(event)
+
+    def _settle(self) -> None:
+        self._settled, self._since = None, []
+        snapshot = copy.deepcopy(self)
+        self._settled = snapshot
+
+    def _resume(self, void_after_seq: int) -> None:
+        """Forget what the events after `void_after_seq` did (they are void), keeping the counts of events seen."""
+        settled = self._settled
+        if settled is None or settled.last_seq is None or settled.last_seq > void_after_seq:
+            return
+        kept = [event for event in self._since if event.seq <= void_after_seq]
+        count, last_seq, last_at = self.event_count, self.last_seq, self.last_event_at
+        restored = copy.deepcopy(settled)
+        self.__dict__.update(restored.__dict__)
+        self._settled, self._since = settled, []
+        for event in kept:
+            self.apply(event)
+        self.event_count, self.last_seq, self.last_event_at = count, last_seq, last_at
+
+    def _fold(self, event: AnyStreamEvent) -> None:
         self.event_count += 1
         self.last_seq = event.seq
         self.last_event_at = event.timestamp
@@ -263,6 +316,8 @@ class RunState:
                         call.args = resolved["args"]
             case StreamEventType.GUARDRAIL:
                 self.guardrails.append(event.data)
+            case StreamEventType.RUN_RESUMED:
+                self.resumed += 1
             case StreamEventType.ERROR:
                 if top:
                     self.error = event.data["error"]

@@ -40,6 +40,8 @@ __all__ = (
     "PlanUpdateStreamEvent",
     "ProgressData",
     "ProgressStreamEvent",
+    "RunResumedData",
+    "RunResumedStreamEvent",
     "RunStatus",
     "StreamEvent",
     "StreamEventType",
@@ -88,6 +90,7 @@ class StreamEventType(StrEnum):
     APPROVAL_REQUIRED = "approval_required"
     APPROVAL_RESOLVED = "approval_resolved"
     GUARDRAIL = "guardrail"
+    RUN_RESUMED = "run_resumed"
     ERROR = "error"
     AGENT_END = "agent_end"
 
@@ -235,6 +238,24 @@ class GuardrailData(TypedDict):
     message: str
 
 
+class RunResumedData(TypedDict):
+    """`run_resumed`: a durable run goes on in another process after the one running it was lost.
+
+    The events with `seq` after `void_after_seq` and before this one belong to work that was cut off
+    (`void_events` of them: text, tool calls, sub-agent events of the interrupted step): they never
+    completed, and the run produces that work again after this event. A consumer drops what they added.
+    """
+
+    from_step: int
+    """How many model requests had settled: the run goes on from the next one (their results are not redone)."""
+    void_after_seq: int
+    void_events: int
+    owner: str
+    """The process that took the run over."""
+    attempt: int
+    """Which attempt at the run this is (2 after the first takeover)."""
+
+
 class ErrorData(TypedDict):
     """`error`: an exception ended the run; `agent_end` with `success=False` follows."""
 
@@ -325,6 +346,7 @@ SubagentEndStreamEvent: TypeAlias = StreamEvent[Literal[StreamEventType.SUBAGENT
 ApprovalRequiredStreamEvent: TypeAlias = StreamEvent[Literal[StreamEventType.APPROVAL_REQUIRED], ApprovalRequiredData]
 ApprovalResolvedStreamEvent: TypeAlias = StreamEvent[Literal[StreamEventType.APPROVAL_RESOLVED], ApprovalResolvedData]
 GuardrailStreamEvent: TypeAlias = StreamEvent[Literal[StreamEventType.GUARDRAIL], GuardrailData]
+RunResumedStreamEvent: TypeAlias = StreamEvent[Literal[StreamEventType.RUN_RESUMED], RunResumedData]
 ErrorStreamEvent: TypeAlias = StreamEvent[Literal[StreamEventType.ERROR], ErrorData]
 AgentEndStreamEvent: TypeAlias = StreamEvent[Literal[StreamEventType.AGENT_END], AgentEndData]
 
@@ -344,6 +366,7 @@ AnyStreamEvent: TypeAlias = (
     | ApprovalRequiredStreamEvent
     | ApprovalResolvedStreamEvent
     | GuardrailStreamEvent
+    | RunResumedStreamEvent
     | ErrorStreamEvent
     | AgentEndStreamEvent
 )

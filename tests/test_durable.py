@@ -1,0 +1,206 @@
+"""Durable runs: a fleet of real `pydantic-deep serve --durable` processes on a real Redis and Postgres.
+
+The agent (`_durable_app`) stops at gates the test opens; a test kills the process at a gate with
+`kill -9` (or stops it with `SIGTERM`) and follows the run to its end on another process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from _fleet_helpers import REDIS_URL, START_DEADLINE, Follower, Server, redis_or_skip
+from pydantic_deep.streaming import RunState, StreamEvent
+
+pytestmark = [pytest.mark.redis, pytest.mark.fleet, pytest.mark.postgres]
+
+POSTGRES = "postgresql://postgres@127.0.0.1:5432"
+ANSWER = "Part one, still part one. Part two: the notes say yes."
+
+
+@pytest.fixture
+def database() -> Iterator[str]:
+    """A database of this test's own (pgtask's tables have fixed names), dropped after."""
+    psycopg = pytest.importorskip("psycopg")
+    try:
+        admin = psycopg.connect(f"{POSTGRES}/test", autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"PostgreSQL is not reachable at {POSTGRES} ({exc}); run `make services`")
+    name = f"pydantic_deep_test_{uuid.uuid4().hex[:12]}"
+    admin.execute(f"CREATE DATABASE {name}")
+    try:
+        yield f"{POSTGRES}/{name}"
+    finally:
+        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.close()
+
+
+class DurableFleet:
+    """`pydantic-deep serve --durable` processes serving `_durable_app` on one bus prefix and one database."""
+
+    def __init__(self, database: str, directory: Path) -> None:
+        self.database, self.dir = database, directory
+        self.prefix = f"pydantic-deep-test:{uuid.uuid4().hex}:"
+        self.env = {key: value for key, value in os.environ.items() if not key.startswith("PYDANTIC_DEEP_")}
+        tests = str(Path(__file__).parent)
+        self.env.update(DURABLE_TEST_DIR=str(directory), PYTHONPATH=tests, NO_COLOR="1")
+        self.servers: list[Server] = []
+
+    def start(self, *args: str, count: int = 1) -> list[Server]:
+        started = [
+            Server(
+                *("--bus", REDIS_URL, "--bus-prefix", self.prefix, "--keepalive", "1", "--lease", "2"),
+                *("--agent", "_durable_app:make_agent", "--durable", self.database, *args),
+                env=self.env,
+                name="durable",
+            )
+            for _ in range(count)
+        ]
+        self.servers += started
+        for server in started:
+            server.wait_ready()
+        return started
+
+    def by_pid(self, pid: int) -> Server:
+        (server,) = [s for s in self.servers if s.proc.pid == pid]
+        return server
+
+    async def reached(self, gate: str, *, not_by: int | None = None) -> int:
+        """Wait until a process stops at `gate` (not process `not_by`); its pid."""
+        path = self.dir / f"{gate}.reached"
+        end = time.monotonic() + START_DEADLINE
+        while True:  # handshake: the process writes its pid when it gets there
+            if path.exists() and (text := path.read_text()) and int(text) != not_by:
+                return int(text)
+            assert time.monotonic() < end, f"no process reached {gate}:\n" + self.outputs()
+            await asyncio.sleep(0.02)
+
+    def open(self, gate: str) -> None:
+        (self.dir / f"{gate}.open").touch()
+
+    def effects(self) -> list[tuple[str, str, int]]:
+        """Each `record` call: (label, tool call id, pid of the process that ran it)."""
+        path = self.dir / "effects.log"
+        lines = path.read_text().splitlines() if path.exists() else []
+        return [(label, call_id, int(pid)) for label, call_id, pid in (line.split("|") for line in lines)]
+
+    def outputs(self) -> str:
+        return "\n".join(f"--- {s.url}\n{s.output()}" for s in self.servers)
+
+
+@contextmanager
+def durable_fleet(database: str, directory: Path) -> Iterator[DurableFleet]:
+    redis_or_skip()
+    the_fleet = DurableFleet(database, directory)
+    try:
+        yield the_fleet
+    finally:
+        for server in the_fleet.servers:
+            server.stop()
+
+
+def folded(events: list[dict[str, Any]]) -> RunState:
+    state = RunState()
+    for event in events:
+        state.apply(StreamEvent.from_dict(event))
+    return state
+
+
+def without_void(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The log as a consumer honouring `run_resumed` sees it: the void events left out."""
+    kept: list[dict[str, Any]] = []
+    for event in events:
+        if event["event_type"] == "run_resumed":
+            after = event["data"]["void_after_seq"]
+            kept = [e for e in kept if e["seq"] <= after]
+        kept.append(event)
+    return kept
+
+
+def assert_resumed_run(events: list[dict[str, Any]]) -> dict[str, Any]:
+    """A run taken over once: contiguous seq, one `run_resumed`, calls paired and the answer whole once void
+    events are dropped; the answer is what an uninterrupted run gives. Returns the `run_resumed` event."""
+    assert [e["seq"] for e in events] == list(range(len(events)))
+    (resumed,) = [e for e in events if e["event_type"] == "run_resumed"]
+    assert events[0]["event_type"] == "agent_start"
+    assert events[-1]["event_type"] == "agent_end" and events[-1]["data"]["status"] == "succeeded", events[-3:]
+    assert events[-1]["data"]["output"] == ANSWER
+    kept = without_void(events)
+    starts = [e["data"]["tool_call_id"] for e in kept if e["event_type"] == "tool_start"]
+    ends = [e["data"]["tool_call_id"] for e in kept if e["event_type"] == "tool_end"]
+    assert starts == ends == ["call-write", "call-record", "call-read"]
+    assert "".join(e["data"]["text"] for e in kept if e["event_type"] == "llm_chunk") == ANSWER
+    state = folded(events)
+    assert (state.text, state.phase, state.resumed) == (ANSWER, "succeeded", 1)
+    assert [call.tool_call_id for call in state.tools] == ["call-write", "call-record", "call-read"]
+    return resumed
+
+
+async def test_kill_9_mid_answer_the_run_goes_on_in_another_process_and_its_stream_too(
+    database: str, tmp_path: Path
+) -> None:
+    with durable_fleet(database, tmp_path) as the_fleet:
+        a, b, c = the_fleet.start(count=3)
+        prompt = "mid-answer one"
+        async with httpx.AsyncClient(timeout=60) as http:
+            created = await http.post(f"{a.url}/runs", json={"prompt": prompt})
+            assert created.status_code == 201, created.text
+            run_id = created.json()["run_id"]
+            owner = the_fleet.by_pid(await the_fleet.reached(f"{prompt}-answer"))
+            watcher = next(s for s in (c, b, a) if s is not owner)
+            follower = Follower(watcher.url, run_id)
+            before = await follower.until(http, "llm_chunk")  # the answer has begun streaming
+            assert before["data"]["text"] == "Part one, "
+            owner.proc.send_signal(signal.SIGKILL)
+            owner.wait(30)
+            the_fleet.open(f"{prompt}-answer")
+            events = await follower.to_end(http)
+            resumed = assert_resumed_run(events)
+            # Settled: three model requests and the three tool calls; the cut answer's text is void.
+            assert resumed["data"]["from_step"] == 3 and resumed["data"]["attempt"] == 2
+            void = [e for e in events if resumed["data"]["void_after_seq"] < e["seq"] < resumed["seq"]]
+            assert [e["event_type"] for e in void] == ["llm_chunk", "llm_chunk"]
+            assert len(void) == resumed["data"]["void_events"]
+            status = (await http.get(f"{watcher.url}/runs/{run_id}")).json()
+            assert status["status"] == "succeeded" and status["output"] == ANSWER
+        # Each finished tool call ran once: `record` before the kill, never again.
+        assert the_fleet.effects() == [(prompt, "call-record", owner.proc.pid)]
+
+
+async def test_kill_9_mid_tool_the_tool_runs_again_with_its_call_id_and_the_workspace_is_intact(
+    database: str, tmp_path: Path
+) -> None:
+    with durable_fleet(database, tmp_path) as the_fleet:
+        a, b, c = the_fleet.start(count=3)
+        prompt = "mid-tool two"
+        async with httpx.AsyncClient(timeout=60) as http:
+            run_id = (await http.post(f"{b.url}/runs", json={"prompt": prompt})).json()["run_id"]
+            owner = the_fleet.by_pid(await the_fleet.reached(f"{prompt}-tool"))
+            watcher = next(s for s in (a, b, c) if s is not owner)
+            follower = Follower(watcher.url, run_id)
+            started = await follower.until(http, "tool_start")
+            assert started["data"]["tool_call_id"] == "call-write"
+            owner.proc.send_signal(signal.SIGKILL)
+            owner.wait(30)
+            the_fleet.open(f"{prompt}-tool")
+            events = await follower.to_end(http)
+            resumed = assert_resumed_run(events)  # the answer quotes notes.md: written before the kill
+            assert resumed["data"]["from_step"] == 2  # write_file settled with its model requests
+            void = [e for e in events if resumed["data"]["void_after_seq"] < e["seq"] < resumed["seq"]]
+            assert [(e["event_type"], e["data"]["tool_call_id"]) for e in void] == [("tool_start", "call-record")]
+            writes = [e for e in events if e["event_type"] == "tool_start" and e["data"]["tool_name"] == "write_file"]
+            assert len(writes) == 1  # a finished call is not run again
+        # The call in flight ran again, at least once, with the same call id (its idempotency key).
+        (first, again) = the_fleet.effects()
+        assert first[:2] == again[:2] == (prompt, "call-record")
+        assert first[2] == owner.proc.pid and again[2] != owner.proc.pid
