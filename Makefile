@@ -41,6 +41,7 @@ bench: $(STAMP)
 	$(VENV)/bin/python bench/bench_streaming.py
 	$(VENV)/bin/python bench/bench_fanout.py
 	$(VENV)/bin/python bench/bench_run_cost.py
+	$(VENV)/bin/python bench/bench_durable.py
 	UV="$(UV)" $(VENV)/bin/python bench/bench_peers.py
 
 clean:

@@ -67,7 +67,7 @@ def test_narrowing_on_the_event_type_types_the_payload(tmp_path: Path) -> None:
     # tests, `event` is any other type, and `text` is a key of only the text payloads.
     others = {"AgentStartData", "ToolArgsDeltaData", "ToolStartData", "ToolProgressData", "ProgressData"}
     others |= {"PlanUpdateData", "FileChangeData", "SubagentStartData", "SubagentEndData", "ErrorData", "AgentEndData"}
-    others |= {"ApprovalRequiredData", "ApprovalResolvedData", "GuardrailData"}
+    others |= {"ApprovalRequiredData", "ApprovalResolvedData", "GuardrailData", "RunResumedData"}
     assert missing_keys == {
         7: {'"txt" is not a defined key in "TextData"'},
         10: {f'"text" is not a defined key in "{name}"' for name in others},

@@ -204,3 +204,60 @@ async def test_kill_9_mid_tool_the_tool_runs_again_with_its_call_id_and_the_work
         (first, again) = the_fleet.effects()
         assert first[:2] == again[:2] == (prompt, "call-record")
         assert first[2] == owner.proc.pid and again[2] != owner.proc.pid
+
+
+async def test_a_rolling_restart_of_two_processes_under_five_running_runs_completes_all_five(
+    database: str, tmp_path: Path
+) -> None:
+    with durable_fleet(database, tmp_path) as the_fleet:
+        a, b = the_fleet.start("--drain-timeout", "1", count=2)
+        prompts = [f"mid-answer roll {n}" for n in range(5)]
+        async with httpx.AsyncClient(timeout=60) as http:
+            run_ids = {}
+            for n, prompt in enumerate(prompts):
+                created = await http.post(f"{(a, b)[n % 2].url}/runs", json={"prompt": prompt})
+                run_ids[prompt] = created.json()["run_id"]
+            owners = {prompt: await the_fleet.reached(f"{prompt}-answer") for prompt in prompts}
+            # Restart each process in turn: SIGTERM hands its runs over (after its drain) and it exits.
+            a.signal(signal.SIGTERM)
+            assert a.wait(30) == 0
+            (a2,) = the_fleet.start("--drain-timeout", "1")
+            for prompt in [p for p in prompts if owners[p] == a.proc.pid]:
+                owners[prompt] = await the_fleet.reached(f"{prompt}-answer", not_by=a.proc.pid)
+            b.signal(signal.SIGTERM)
+            assert b.wait(30) == 0
+            for prompt in [p for p in prompts if owners[p] == b.proc.pid]:
+                owners[prompt] = await the_fleet.reached(f"{prompt}-answer", not_by=b.proc.pid)
+            assert set(owners.values()) == {a2.proc.pid}
+            for prompt in prompts:
+                the_fleet.open(f"{prompt}-answer")
+            for prompt in prompts:
+                events = await Follower(a2.url, run_ids[prompt]).to_end(http)
+                assert [e["seq"] for e in events] == list(range(len(events)))
+                state = folded(events)
+                assert (state.phase, state.text, state.output) == ("succeeded", ANSWER, ANSWER), events[-3:]
+                assert [call.tool_call_id for call in state.tools] == ["call-write", "call-record", "call-read"]
+        assert "handed over to another process" in a.output() + b.output()
+        # Every `record` call finished before the restarts: each ran once.
+        assert sorted(label for label, _, _ in the_fleet.effects()) == prompts
+
+
+async def test_a_run_cancelled_while_no_process_runs_it_is_cancelled_for_good(database: str, tmp_path: Path) -> None:
+    with durable_fleet(database, tmp_path) as the_fleet:
+        a, b = the_fleet.start(count=2)
+        prompt = "mid-tool three"
+        async with httpx.AsyncClient(timeout=60) as http:
+            run_id = (await http.post(f"{a.url}/runs", json={"prompt": prompt})).json()["run_id"]
+            owner = the_fleet.by_pid(await the_fleet.reached(f"{prompt}-tool"))
+            other = b if owner is a else a
+            owner.proc.send_signal(signal.SIGKILL)
+            owner.wait(30)
+            cancelled = await http.post(f"{other.url}/runs/{run_id}/cancel")
+            assert cancelled.status_code == 202
+            the_fleet.open(f"{prompt}-tool")
+            events = await Follower(other.url, run_id).to_end(http)
+            assert events[-1]["event_type"] == "agent_end" and events[-1]["data"]["status"] == "cancelled"
+            assert [e["seq"] for e in events] == list(range(len(events)))
+            assert (await http.get(f"{other.url}/runs/{run_id}")).json()["status"] == "cancelled"
+        # Not run again: the call in flight at the kill ran once.
+        assert [label for label, _, _ in the_fleet.effects()] == [prompt]

@@ -238,6 +238,9 @@ class FlakyBus:
     async def read(self, run_id: str, after: int = -1, *, limit: int = 256, wait: float | None = None) -> EventBatch:
         return await self.inner.read(run_id, after, limit=limit, wait=wait)
 
+    async def hand_over(self, run_id: str) -> None:
+        await self.inner.hand_over(run_id)
+
     async def exists(self, run_id: str) -> bool:
         return await self.inner.exists(run_id)
 

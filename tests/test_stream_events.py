@@ -6,7 +6,7 @@ import json
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from types import UnionType
-from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+from typing import Any, Literal, Union, cast, get_args, get_origin, get_type_hints
 
 import pytest
 from hypothesis import given
@@ -17,6 +17,7 @@ from pydantic_ai.exceptions import UsageLimitExceeded
 from pydantic_deep import Budget, DeepAgentDeps, create_deep_agent, demo_model
 from pydantic_deep.streaming import (
     AnyStreamEvent,
+    RunResumedData,
     StreamEvent,
     StreamEventType,
     agent_end_event,
@@ -232,6 +233,14 @@ async def _events_of_real_runs() -> dict[str, list[AnyStreamEvent]]:
     with pytest.raises(UsageLimitExceeded):  # an approval each, then the step budget stops the second request
         async for event in run_stream(guarded, "Look up a", DeepAgentDeps(), on_approval=lambda event: True):
             runs["guarded"].append(event)
+    # Only a durable server's takeover writes `run_resumed` (tests/test_durable.py follows real ones).
+    resumed = StreamEvent(
+        event_type=StreamEventType.RUN_RESUMED,
+        data=RunResumedData(from_step=2, void_after_seq=7, void_events=3, owner="host:1:abc", attempt=2),
+        seq=11,
+        run_id="run-1",
+    )
+    runs["resumed"] = [cast(AnyStreamEvent, resumed)]
     runs["failing"] = []
     with pytest.raises(ConnectionError):
         broken = ScriptedModel([Step(Text("Starting"), Fail(ConnectionError("provider went away")))])

@@ -127,6 +127,12 @@ class PlainPrinter:
                 by = f" by {event.data['decided_by']}" if event.data["decided_by"] else ""
                 edited = f" with {clip(short_args(event.data['args'], 40), 100)}" if event.data["args"] else ""
                 self._line(f"{indent}  {verdict}{by}{edited}")
+            case StreamEventType.RUN_RESUMED:
+                resumed = event.data
+                self._line(
+                    f"⟲ resumed by {resumed['owner']} from step {resumed['from_step']}: "
+                    f"the {resumed['void_events']} events above since #{resumed['void_after_seq']} are void, redone below"
+                )
             case StreamEventType.GUARDRAIL:
                 mark = {"warn": "⚠", "redact": "✎"}.get(event.data["action"], "■")
                 self._line(

@@ -423,7 +423,8 @@ class RunRegistry:
         )
         if record.run_id in self._runs:
             raise ValueError(f"run {record.run_id!r} already has an event log")
-        durable = self.durable is not None and via is None
+        # A protocol's run (its tools come with the request) and a model given per request run here.
+        durable = self.durable is not None and via is None and model is None
         if not durable:
             self._running += 1
             self._runs[record.run_id] = record

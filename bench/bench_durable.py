@@ -1,0 +1,112 @@
+"""The cost of durable mode: the same streamed run with and without pgtask steps in Postgres.
+
+A scripted agent makes `--tools` tool calls (one per model request), then answers in `--chunks` text
+chunks. Each run is a pgtask task run by a worker in this process; durable runs stream through
+`run_stream(durability=...)`, so each model request and tool call is saved as a step. Wall time per run
+(median of `--batches` batches, the two ways alternating), then per settled step and per event.
+
+    make bench        # or: .venv/bin/python bench/bench_durable.py [--runs 20] [--chunks 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import time
+import uuid
+from typing import Any
+
+from pydantic_ai import Agent
+from pydantic_ai.messages import ModelMessage, ModelResponse
+from pydantic_ai.models.function import AgentInfo, DeltaToolCall, FunctionModel
+
+from pydantic_deep.streaming import run_stream
+
+POSTGRES = "postgresql://postgres@127.0.0.1:5432"
+
+
+def make_agent(tools: int, chunks: int) -> Agent[None, str]:
+    async def script(messages: list[ModelMessage], info: AgentInfo) -> Any:
+        step = sum(isinstance(m, ModelResponse) for m in messages)
+        if step < tools:
+            yield {0: DeltaToolCall(name="work", json_args=f'{{"n": {step}}}', tool_call_id=f"call-{step}")}
+            return
+        for _ in range(chunks):
+            yield "tick "
+
+    agent = Agent(FunctionModel(stream_function=script), name="bench")
+
+    @agent.tool_plain
+    def work(n: int) -> str:
+        return f"done {n}"
+
+    return agent
+
+
+async def main(runs: int, batches: int, tools: int, chunks: int) -> None:
+    import psycopg
+    from pgtask import Client, Task, TaskRegistry, Worker
+    from pydantic_ai_harness.pgtask import PGTaskDurability
+
+    name = f"pydantic_deep_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(f"{POSTGRES}/test", autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    url = f"{POSTGRES}/{name}"
+    agent = make_agent(tools, chunks)
+    events: list[int] = []
+    registry = TaskRegistry(queue_name="bench")
+
+    @registry.task("run")
+    async def run(task: Task, payload: dict[str, Any]) -> None:
+        durability = (lambda live: PGTaskDurability(name="bench", event_stream_handler=live)) if payload["d"] else None
+        count = 0
+        async for _ in run_stream(agent, "go", durability=durability):
+            count += 1
+        events.append(count)
+
+    try:
+        client = await Client.connect(url)
+        await client.migrate()
+        worker = Worker(url, registry, concurrency=1, poll_interval=1)
+        working = asyncio.create_task(worker.run())
+
+        async def batch(durable: bool) -> float:
+            started = time.perf_counter()
+            for _ in range(runs):
+                handle = await client.enqueue(run.request({"d": durable}))
+                result = await handle.result(timeout=60)
+                assert result is not None and result.state == "succeeded", result
+            return (time.perf_counter() - started) / runs
+
+        await batch(True)  # warm up both
+        await batch(False)
+        plain: list[float] = []
+        durable: list[float] = []
+        for _ in range(batches):
+            plain.append(await batch(False))
+            durable.append(await batch(True))
+        worker.shutdown()
+        await working
+    finally:
+        with psycopg.connect(f"{POSTGRES}/test", autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    per_run_plain, per_run_durable = statistics.median(plain), statistics.median(durable)
+    steps = 2 * tools + 1  # model requests and tool calls, each a step when durable
+    count = events[-1]
+    extra = per_run_durable - per_run_plain
+    print(f"durable mode: {tools} tool calls, {chunks} text chunks, {count} events per run; median of {batches}")
+    print(f"  per run (each a pgtask task): plain {per_run_plain * 1e3:.2f} ms, durable {per_run_durable * 1e3:.2f} ms")
+    print(f"  ratio durable / plain: {per_run_durable / per_run_plain:.2f}")
+    print(f"  added per settled step ({steps} per run): {extra / steps * 1e3:.2f} ms")
+    print(f"  added per event: {extra / count * 1e6:.1f} µs")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--batches", type=int, default=5)
+    parser.add_argument("--tools", type=int, default=3)
+    parser.add_argument("--chunks", type=int, default=200)
+    args = parser.parse_args()
+    asyncio.run(main(args.runs, args.batches, args.tools, args.chunks))
