@@ -130,8 +130,8 @@ class PlainPrinter:
             case StreamEventType.RUN_RESUMED:
                 resumed = event.data
                 self._line(
-                    f"⟲ resumed by {resumed['owner']} from step {resumed['from_step']}: "
-                    f"the {resumed['void_events']} events above since #{resumed['void_after_seq']} are void, redone below"
+                    f"⟲ resumed by {resumed['owner']} from step {resumed['from_step']}: the "
+                    f"{resumed['void_events']} events above since #{resumed['void_after_seq']} are void, redone below"
                 )
             case StreamEventType.GUARDRAIL:
                 mark = {"warn": "⚠", "redact": "✎"}.get(event.data["action"], "■")
