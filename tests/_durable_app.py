@@ -31,13 +31,15 @@ async def gate(name: str) -> None:
         await asyncio.sleep(0.02)
 
 
-def _prompt(messages: list[ModelMessage]) -> str:
-    for message in messages:
+def _turn(messages: list[ModelMessage]) -> tuple[str, int]:
+    """The last user prompt, and how many model responses came after it (this turn's step)."""
+    for index in range(len(messages) - 1, -1, -1):
+        message = messages[index]
         if isinstance(message, ModelRequest):
             for part in message.parts:
                 if isinstance(part, UserPromptPart) and isinstance(part.content, str):
-                    return part.content
-    return ""
+                    return part.content, sum(isinstance(m, ModelResponse) for m in messages[index:])
+    return "", 0
 
 
 def _last_result(messages: list[ModelMessage]) -> str:
@@ -47,19 +49,25 @@ def _last_result(messages: list[ModelMessage]) -> str:
     return ""
 
 
+def _read_notes() -> DeltaToolCall:
+    return DeltaToolCall(name="read_file", json_args='{"path": "notes.md"}', tool_call_id="call-read")
+
+
 async def script(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str | dict[int, DeltaToolCall]]:
-    prompt = _prompt(messages)
-    step = sum(isinstance(message, ModelResponse) for message in messages)
+    prompt, step = _turn(messages)
+    if prompt.startswith("again"):  # a later turn: what did the last one leave in the workspace?
+        if step == 0:
+            yield {0: _read_notes()}
+        else:
+            yield f"The notes say: {_last_result(messages)}"
+        return
     if step == 0:
-        yield {
-            0: DeltaToolCall(
-                name="write_file", json_args=f'{{"path": "notes.md", "content": "{prompt}"}}', tool_call_id="call-write"
-            )
-        }
+        args = f'{{"path": "notes.md", "content": "{prompt}"}}'
+        yield {0: DeltaToolCall(name="write_file", json_args=args, tool_call_id="call-write")}
     elif step == 1:
         yield {0: DeltaToolCall(name="record", json_args=f'{{"label": "{prompt}"}}', tool_call_id="call-record")}
     elif step == 2:
-        yield {0: DeltaToolCall(name="read_file", json_args='{"path": "notes.md"}', tool_call_id="call-read")}
+        yield {0: _read_notes()}
     else:
         notes = _last_result(messages)
         yield "Part one, "

@@ -7,6 +7,7 @@ The agent (`_durable_app`) stops at gates the test opens; a test kills the proce
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import time
@@ -20,6 +21,7 @@ import httpx
 import pytest
 
 from _fleet_helpers import REDIS_URL, START_DEADLINE, Follower, Server, redis_or_skip
+from _js_helpers import JS, MISSING, WHY
 from pydantic_deep.streaming import RunState, StreamEvent
 
 pytestmark = [pytest.mark.redis, pytest.mark.fleet, pytest.mark.postgres]
@@ -261,3 +263,100 @@ async def test_a_run_cancelled_while_no_process_runs_it_is_cancelled_for_good(da
             assert (await http.get(f"{other.url}/runs/{run_id}")).json()["status"] == "cancelled"
         # Not run again: the call in flight at the kill ran once.
         assert [label for label, _, _ in the_fleet.effects()] == [prompt]
+
+
+async def test_the_next_turn_of_a_durable_conversation_finds_the_files_the_last_one_wrote(
+    database: str, tmp_path: Path
+) -> None:
+    with durable_fleet(database, tmp_path) as the_fleet:
+        a, b = the_fleet.start(count=2)
+        async with httpx.AsyncClient(timeout=60) as http:
+            first = (await http.post(f"{a.url}/runs", json={"prompt": "first turn"})).json()["run_id"]
+            events = await Follower(b.url, first).to_end(http)
+            assert events[-1]["data"]["output"] == ANSWER
+            body = {"prompt": "again, what do the notes say?", "continue_from": first}
+            second = (await http.post(f"{b.url}/runs", json=body)).json()["run_id"]
+            events = await Follower(a.url, second).to_end(http)
+            assert events[-1]["data"]["status"] == "succeeded"
+            output = events[-1]["data"]["output"]
+            assert output.startswith("The notes say:") and "first turn" in output
+
+
+@pytest.mark.skipif(MISSING, reason=WHY)
+async def test_an_ag_ui_client_following_a_run_across_a_takeover_shows_the_answer_once(
+    database: str, tmp_path: Path
+) -> None:
+    """The real `HttpAgent` on a process that only serves (`--no-durable-worker`); the run's process is
+    killed mid-answer; the messages snapshot at `run_resumed` takes the cut-off text back."""
+    with durable_fleet(database, tmp_path) as the_fleet:
+        (front,) = the_fleet.start("--no-durable-worker")
+        the_fleet.start(count=2)
+        prompt = "mid-answer agui"
+        node = await asyncio.create_subprocess_exec(
+            "node",
+            str(JS / "agui_run.mjs"),
+            front.url,
+            "thread-1",
+            "run-1",
+            prompt,
+            stdout=asyncio.subprocess.PIPE,
+            cwd=JS,
+        )
+        assert node.stdout is not None
+        owner = the_fleet.by_pid(await the_fleet.reached(f"{prompt}-answer"))
+        seen: list[str] = []
+        while "TEXT_MESSAGE_CONTENT" not in seen:  # handshake: the client shows the answer's first half
+            seen.append(json.loads(await node.stdout.readline())["event"])
+        owner.proc.send_signal(signal.SIGKILL)
+        owner.wait(30)
+        the_fleet.open(f"{prompt}-answer")
+        lines = [json.loads(line) for line in (await node.stdout.read()).decode().splitlines()]
+        assert await node.wait() == 0
+        seen += [line["event"] for line in lines if "event" in line]
+        (outcome,) = [line for line in lines if "messages" in line or "error" in line]
+        assert "error" not in outcome, outcome
+        assert seen.count("MESSAGES_SNAPSHOT") == 1 and seen[-1] == "RUN_FINISHED"
+        assert [c["name"] for c in outcome["custom"]].count("run_resumed") == 1
+        texts = [m["content"] for m in outcome["messages"] if m["role"] == "assistant" and m.get("content")]
+        assert texts == [ANSWER]  # once: the half streamed before the kill went with the snapshot
+        assert [m["content"] for m in outcome["messages"] if m["role"] == "user"] == [prompt]
+        calls = [c["id"] for m in outcome["messages"] if m["role"] == "assistant" for c in m.get("toolCalls") or []]
+        assert calls == ["call-write", "call-record", "call-read"]
+
+
+@pytest.mark.skipif(MISSING, reason=WHY)
+async def test_a_vercel_ai_chat_following_a_run_across_a_takeover_gets_the_answer_and_a_run_resumed_part(
+    database: str, tmp_path: Path
+) -> None:
+    """The AI SDK's transport has no chunk that takes text back: the message gets a `data-run_resumed` part
+    naming the void events, and the answer again after it (docs/durability.md says so)."""
+    with durable_fleet(database, tmp_path) as the_fleet:
+        (front,) = the_fleet.start("--no-durable-worker")
+        the_fleet.start(count=2)
+        prompt = "mid-answer vercel"
+        node = await asyncio.create_subprocess_exec(
+            "node",
+            str(JS / "vercel_chat.mjs"),
+            front.url,
+            "send",
+            "chat-1",
+            prompt,
+            stdout=asyncio.subprocess.PIPE,
+            cwd=JS,
+        )
+        assert node.stdout is not None
+        owner = the_fleet.by_pid(await the_fleet.reached(f"{prompt}-answer"))
+        while json.loads(await node.stdout.readline()).get("chunk") != "text-delta":
+            pass  # handshake: the client has the answer's first half
+        owner.proc.send_signal(signal.SIGKILL)
+        owner.wait(30)
+        the_fleet.open(f"{prompt}-answer")
+        lines = [json.loads(line) for line in (await node.stdout.read()).decode().splitlines()]
+        assert await node.wait() == 0
+        (message,) = [line["message"] for line in lines if "message" in line]
+        kinds = [part["type"] for part in message["parts"]]
+        resumed = kinds.index("data-run_resumed")
+        assert message["parts"][resumed]["data"]["void_events"] == 2
+        after = [part["text"] for part in message["parts"][resumed:] if part["type"] == "text"]
+        assert "".join(after) == ANSWER
+        assert message["metadata"]["pydantic_deep"]["status"] == "succeeded"

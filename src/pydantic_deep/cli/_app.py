@@ -251,6 +251,14 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    durable_worker: Annotated[
+        bool,
+        typer.Option(
+            help="With --durable: whether this process runs runs too (--no-durable-worker: it only takes requests "
+            "and serves streams; other processes run them).",
+            envvar=_env("DURABLE_WORKER"),
+        ),
+    ] = True,
 ) -> None:
     """Serve agent runs over HTTP (SSE, WebSocket, AG-UI, Vercel AI) with a live dashboard page."""
     from ..server import ServeOptions
@@ -279,6 +287,7 @@ def serve(
         require_approval=_listed(require_approval),
         agent=agent,
         durable=durable,
+        durable_worker=durable_worker,
     )
     raise typer.Exit(serve_command(options))
 

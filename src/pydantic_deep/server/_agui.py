@@ -7,12 +7,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ag_ui.core import BaseEvent, RunErrorEvent
+from ag_ui.core import BaseEvent, MessagesSnapshotEvent, RunErrorEvent
 from ag_ui.core import CustomEvent as AGUICustomEvent
 from pydantic_ai import CustomEvent
 from pydantic_ai.ui import NativeEvent
-from pydantic_ai.ui.ag_ui import AGUIEventStream
+from pydantic_ai.ui.ag_ui import AGUIAdapter, AGUIEventStream
 
+from ..streaming import StreamEventType
 from ._protocols import KEEP_ALIVE_NAME, LogEvent, LogReplay, RunFailed
 
 __all__ = ("AGUILogStream",)
@@ -78,6 +79,20 @@ class AGUILogStream(AGUIEventStream[Any, Any]):
             return
         logged: Any = event.event
         yield AGUICustomEvent(name=logged.event_type.value, value=dict(logged.data))
+        if logged.event_type is StreamEventType.RUN_RESUMED and self.replay is not None:
+            yield self._snapshot(logged.seq)
+
+    def _snapshot(self, seq: int) -> MessagesSnapshotEvent:
+        """The conversation without what a takeover voided: the client's messages, then the run's so far.
+
+        The ids of the run's messages are made from the run id and the event's `seq` (every reader gets the
+        same snapshot); the client replaces its messages with these, so the voided text is gone."""
+        assert self.replay is not None
+        dumped = AGUIAdapter.dump_messages(self.replay.settled_messages(), ag_ui_version=self.ag_ui_version)
+        for number, message in enumerate(dumped, start=1):
+            message.id = f"{self.run_key}-s{seq}-{number}"
+        given = self.run_input.messages if self.run_input is not None else []
+        return MessagesSnapshotEvent(messages=[*given, *dumped])
 
     async def on_error(self, error: Exception) -> AsyncIterator[BaseEvent]:
         async for frame in super().on_error(error):

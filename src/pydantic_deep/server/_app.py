@@ -10,6 +10,7 @@ import json
 import os
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -28,7 +29,9 @@ from ._docs import door_answers
 from ._durable import DURABLE_ENV_VAR, DurableRuns
 from ._errors import install_error_handlers
 from ._guard import Authenticate, AuthFunction, BodyLimit, Doors, TokenCheck, redact_server_logs
-from ._runs import RunRegistry
+from ._routes_protocols import rebuild_protocol_run
+from ._runs import ProtocolRun, RunRegistry
+from ._wire import RunProtocol
 
 __all__ = ("TOKEN_ENV_VAR", "bus_from_url", "create_app", "read_tokens_file")
 
@@ -61,6 +64,7 @@ def create_app(
     auth: AuthFunction | None = None,
     require_approval: Sequence[str] = (),
     durable: str | None = None,
+    durable_worker: bool = True,
 ) -> FastAPI:
     """Build the ASGI app: start runs over HTTP and stream their events to any number of clients.
 
@@ -117,7 +121,8 @@ def create_app(
 
     Durable runs: with `durable` (a PostgreSQL URL, or the `PYDANTIC_DEEP_DURABLE` environment variable)
     and a Redis bus, each run started with `POST /runs` is kept in Postgres as it settles and goes on in
-    another process of the fleet when its own dies or shuts down (docs/durability.md).
+    another process of the fleet when its own dies or shuts down (docs/durability.md). With
+    `durable_worker=False` this process queues runs and serves their streams but runs none itself.
 
     Approvals: calls to the tools in `require_approval` (and those a request's own `require_approval`
     names) wait for a decision, sent to `POST /runs/{run_id}/approvals` on any process of the fleet.
@@ -158,7 +163,11 @@ def create_app(
         if isinstance(event_bus, InMemoryEventBus):
             raise ValueError("durable mode needs a bus the fleet shares: give a Redis bus (redis://...)")
         durable_runs = DurableRuns(
-            durable.strip(), concurrency=max_concurrent_runs, lease_seconds=lease_seconds, shutdown_grace=drain_timeout
+            durable.strip(),
+            concurrency=max_concurrent_runs,
+            lease_seconds=lease_seconds,
+            shutdown_grace=drain_timeout,
+            work=durable_worker,
         )
     context = ServerContext(
         agent=agent,
@@ -176,6 +185,7 @@ def create_app(
             max_buffered_events=max_buffered_events,
             require_approval=require_approval,
             durable=durable_runs,
+            rebuild=partial(_rebuild, agent),
         ),
         bus=event_bus,
         check=TokenCheck(token, tokens),
@@ -322,6 +332,12 @@ def _streaming_openapi(plain: Callable[[], dict[str, Any]]) -> Callable[[], dict
         return schema
 
     return openapi
+
+
+def _rebuild(
+    agent: AbstractAgent[Any, Any], protocol: RunProtocol, request: bytes, conversation: str, message_id: str | None
+) -> ProtocolRun:
+    return rebuild_protocol_run(agent, protocol, request, conversation=conversation, message_id=message_id)
 
 
 def _version() -> str:

@@ -49,6 +49,7 @@ class DurableRuns:
         max_attempts: int = 5,
         queue: str = QUEUE,
         shutdown_grace: float = 30.0,
+        work: bool = True,
     ) -> None:
         if not url.startswith(("postgresql://", "postgres://")):
             raise ValueError(f"durable mode needs a PostgreSQL URL (postgresql://...), got {url!r}")
@@ -59,6 +60,8 @@ class DurableRuns:
         self.max_attempts = max_attempts
         self.queue = queue
         self.shutdown_grace = shutdown_grace
+        self.work = work
+        """Whether this process runs queued runs (`False`: it only queues them and serves their streams)."""
         self._client: Any = None
         self._worker: Any = None
         self._worker_task: asyncio.Task[None] | None = None
@@ -93,6 +96,8 @@ class DurableRuns:
                 f"CREATE TABLE IF NOT EXISTS {_SCHEMA}.files (run_id text NOT NULL, path text NOT NULL,"
                 " content bytea, PRIMARY KEY (run_id, path))"
             )
+        if not self.work:
+            return
         registry = TaskRegistry(queue_name=self.queue)
 
         @registry.task(_TASK, retry_delay=0.5)

@@ -27,6 +27,10 @@ from pydantic_ai.exceptions import RunCancelled
 from pydantic_ai.messages import (
     FunctionToolCallEvent,
     FunctionToolResultEvent,
+    ModelMessage,
+    ModelRequest,
+    ModelResponse,
+    ModelResponsePart,
     PartDeltaEvent,
     PartEndEvent,
     PartStartEvent,
@@ -83,6 +87,15 @@ _CARRIED = frozenset(
 """Top-level events with no counterpart among Pydantic AI's stream events: carried as `LogEvent`s."""
 _DECIDED = frozenset({StreamEventType.APPROVAL_REQUIRED, StreamEventType.APPROVAL_RESOLVED})
 """A sub-agent's events that are carried too: its calls that wait are decided over `/runs/{run_id}/approvals`."""
+_MESSAGE_EVENTS = frozenset(
+    {
+        StreamEventType.LLM_CHUNK,
+        StreamEventType.THINKING_CHUNK,
+        StreamEventType.TOOL_START,
+        StreamEventType.TOOL_END,
+        StreamEventType.PROGRESS,
+    }
+)
 
 
 @dataclass(kw_only=True, repr=False)
@@ -129,6 +142,10 @@ class LogReplay:
     """Calls asking for approval and not answered yet, with the reason: a run that ends with some ended
     the Pydantic AI way, its output the `DeferredToolRequests` the protocols turn into approval requests."""
     denied: set[str] = field(default_factory=set[str])
+    asked: dict[str, int] = field(default_factory=dict[str, int])
+    """The `seq` of each call's `approval_required`."""
+    history: list[AnyStreamEvent] = field(default_factory=list["AnyStreamEvent"])
+    """The top-level events that make the run's messages (text, calls, results, steps), void ones dropped."""
 
     def feed(self, event: AnyStreamEvent) -> list[NativeEvent]:
         out: list[NativeEvent] = []
@@ -140,6 +157,18 @@ class LogReplay:
         self.timestamp = event.timestamp
         event_type = event.event_type
         data: Any = event.data
+        if event_type in _MESSAGE_EVENTS:
+            self.history.append(event)
+        if event_type is StreamEventType.RUN_RESUMED:
+            # The run went on in another process: what the log told after `void_after_seq` is redone. The
+            # part it was streaming ends here; the encodings say so (AG-UI: a snapshot of the messages).
+            self._close(out, None)
+            self.kind = None
+            after = data["void_after_seq"]
+            self.history = [e for e in self.history if e.seq <= after]
+            self.waiting = {k: v for k, v in self.waiting.items() if self.asked.get(k, -1) <= after}
+            out.append(LogEvent(event=event))
+            return out
         if event_type is StreamEventType.LLM_CHUNK:
             self._fill(out, "text", data["text"])
         elif event_type is StreamEventType.THINKING_CHUNK:
@@ -167,6 +196,7 @@ class LogReplay:
         elif event_type is StreamEventType.APPROVAL_REQUIRED:
             call = ToolCallPart(tool_name=data["tool_name"], args=data["args"], tool_call_id=data["tool_call_id"])
             self.waiting[call.tool_call_id] = (call, data["reason"])
+            self.asked[call.tool_call_id] = event.seq
         elif event_type is StreamEventType.APPROVAL_RESOLVED:
             self.waiting.pop(data["tool_call_id"], None)
             if not data["approved"]:
@@ -182,6 +212,51 @@ class LogReplay:
             elif self.waiting:
                 out.append(AgentRunResultEvent(AgentRunResult(self._deferred())))
         return out
+
+    def settled_messages(self) -> list[ModelMessage]:
+        """The run's messages as its log tells them so far (without void events), as Pydantic AI's."""
+        messages: list[ModelMessage] = []
+        parts: list[ModelResponsePart] = []
+        returns: list[ToolReturnPart] = []
+        for event in self.history:
+            data: Any = event.data
+            kind = event.event_type
+            if kind in (StreamEventType.LLM_CHUNK, StreamEventType.THINKING_CHUNK):
+                if returns:
+                    messages.append(ModelRequest(parts=returns))
+                    returns = []
+                last = parts[-1] if parts else None
+                if kind is StreamEventType.LLM_CHUNK:
+                    if isinstance(last, TextPart):
+                        parts[-1] = TextPart(content=last.content + data["text"])
+                    else:
+                        parts.append(TextPart(content=data["text"]))
+                elif isinstance(last, ThinkingPart):
+                    parts[-1] = ThinkingPart(content=last.content + data["text"])
+                else:
+                    parts.append(ThinkingPart(content=data["text"]))
+            elif kind is StreamEventType.PROGRESS and parts:
+                messages.append(ModelResponse(parts=parts))
+                parts = []
+            elif kind is StreamEventType.TOOL_START:
+                call = ToolCallPart(tool_name=data["tool_name"], args=data["args"], tool_call_id=data["tool_call_id"])
+                if messages and isinstance(messages[-1], ModelResponse) and not parts:
+                    messages[-1] = ModelResponse(parts=[*messages[-1].parts, call])
+                else:
+                    parts.append(call)
+            elif kind is StreamEventType.TOOL_END and data["error"] != DEFERRED_CALL_ERROR:
+                failed = data["error"] is not None
+                content = data["error"] if failed else data["result"]
+                returns.append(
+                    ToolReturnPart(
+                        tool_name=data["tool_name"], content=content, tool_call_id=data["tool_call_id"] or ""
+                    )
+                )
+        if parts:
+            messages.append(ModelResponse(parts=parts))
+        if returns:
+            messages.append(ModelRequest(parts=returns))
+        return messages
 
     def _deferred(self) -> DeferredToolRequests:
         calls = [call for call, _ in self.waiting.values()]
@@ -304,8 +379,8 @@ def _vercel_chunk(event: AnyStreamEvent, run_id: str) -> BaseChunk:
             return DataChunk(type="data-file_change", id=data["path"], data=dict(data))
         case StreamEventType.TOOL_PROGRESS:
             return DataChunk(type="data-tool_progress", id=data["tool_call_id"], data=dict(data), transient=True)
-        case StreamEventType.GUARDRAIL:
-            return DataChunk(type="data-guardrail", id=f"{run_id}-{event.seq}", data=dict(data))
+        case StreamEventType.GUARDRAIL | StreamEventType.RUN_RESUMED:
+            return DataChunk(type=f"data-{event.event_type.value}", id=f"{run_id}-{event.seq}", data=dict(data))
         case _:  # sub-agents and approvals: one part per delegation or call (a sub-agent's call ids are its own)
             part_id = data["tool_call_id"] if event.depth == 0 else f"{event.run_id}/{data['tool_call_id']}"
             return DataChunk(type=f"data-{event.event_type.value}", id=part_id, data=dict(data))

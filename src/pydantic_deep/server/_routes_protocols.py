@@ -20,6 +20,7 @@ from fastapi import APIRouter, Header, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
 from pydantic_ai import DeferredToolRequests
+from pydantic_ai.agent import AbstractAgent
 from pydantic_ai.capabilities import AbstractCapability, ReinjectSystemPrompt
 from pydantic_ai.exceptions import UserError
 from pydantic_ai.messages import ModelMessage, ModelRequest, UserPromptPart
@@ -34,7 +35,7 @@ from ._runs import ProtocolRun, RunRecord
 from ._sse import EventStreamResponse
 from ._wire import RunProtocol
 
-__all__ = ("router",)
+__all__ = ("protocol_run", "rebuild_protocol_run", "router")
 
 router = APIRouter(tags=["protocols"])
 
@@ -67,11 +68,12 @@ async def ag_ui(
         ) from None
     after = parse_resume_point(last_event_id, field="Last-Event-ID")
     adapter = await _read(AGUIAdapter[Any, Any], request, context)
+    body = await request.body()
     run_input = adapter.run_input
     run_id = str(uuid.uuid5(_AG_UI_RUNS, f"{principal}\n{run_input.thread_id}\n{run_input.run_id}"))
     record = await context.runs.get(run_id)
     if record is None:
-        record = await _start(context, adapter, principal, "ag-ui", run_input.thread_id, run_id=run_id)
+        record = await _start(context, adapter, body, principal, "ag-ui", run_input.thread_id, run_id=run_id)
     replay = LogReplay()
     stream = agui_log_stream(
         run_input=run_input,
@@ -97,7 +99,9 @@ async def vercel_ai(request: Request, context: Context, principal: Principal) ->
     last = adapter.run_input.messages[-1] if adapter.run_input.messages else None
     # Answering an approval request, the chat goes on with the assistant message that asked it.
     going_on = last.id if last is not None and last.role == "assistant" else None
-    record = await _start(context, adapter, principal, "vercel-ai", adapter.run_input.id, message_id=going_on)
+    record = await _start(
+        context, adapter, await request.body(), principal, "vercel-ai", adapter.run_input.id, message_id=going_on
+    )
     return await _follow(context, record, _vercel_stream(adapter, record), -1, LogReplay())
 
 
@@ -147,6 +151,7 @@ async def _read(adapter_type: type[_Adapter], request: Request, context: ServerC
 async def _start(
     context: ServerContext,
     adapter: UIAdapter[Any, Any, Any, Any, Any],
+    body: bytes,
     principal: str | None,
     protocol: RunProtocol,
     conversation: str,
@@ -155,6 +160,25 @@ async def _start(
     message_id: str | None = None,
 ) -> RunRecord:
     """Start the adapter's run in the registry: its messages as history, the client's tools, its answers."""
+    via, messages = protocol_run(adapter, protocol, conversation, message_id=message_id, request=body)
+    try:
+        return await context.runs.start(
+            _last_prompt(messages), message_history=messages, principal=principal, run_id=run_id, via=via
+        )
+    except ValueError:  # the same AG-UI run, started by another request a moment ago: join it
+        assert run_id is not None
+        return await context.runs.require(run_id, principal)
+
+
+def protocol_run(
+    adapter: UIAdapter[Any, Any, Any, Any, Any],
+    protocol: RunProtocol,
+    conversation: str,
+    *,
+    message_id: str | None,
+    request: bytes | None = None,
+) -> tuple[ProtocolRun, list[ModelMessage]]:
+    """What a protocol request's run is: the client's tools and answers, and its messages as the history."""
     try:
         deferred = adapter.deferred_tool_results
     except UserError as exc:  # an AG-UI `resume` payload that is not an answer
@@ -175,17 +199,29 @@ async def _start(
         capabilities=capabilities,
         # Calls for the client's tools, and calls that need approval, end the run the protocol's way: the
         # client answers them (tool results, approval responses, AG-UI `resume`) in its next request.
-        output_type=[context.agent.output_type, DeferredToolRequests],
+        output_type=[adapter.agent.output_type, DeferredToolRequests],
         deferred_tool_results=deferred,
         message_id=message_id,
+        request=request,
+        accept=adapter.accept,
     )
-    try:
-        return await context.runs.start(
-            _last_prompt(messages), message_history=messages, principal=principal, run_id=run_id, via=via
-        )
-    except ValueError:  # the same AG-UI run, started by another request a moment ago: join it
-        assert run_id is not None
-        return await context.runs.require(run_id, principal)
+    return via, messages
+
+
+def rebuild_protocol_run(
+    agent: AbstractAgent[Any, Any], protocol: RunProtocol, request: bytes, *, conversation: str, message_id: str | None
+) -> ProtocolRun:
+    """A protocol run again from its request (another process goes on with a durable run)."""
+    adapter: UIAdapter[Any, Any, Any, Any, Any]
+    if protocol == "ag-ui":
+        from pydantic_ai.ui.ag_ui import AGUIAdapter
+
+        adapter = AGUIAdapter[Any, Any](agent=agent, run_input=AGUIAdapter.build_run_input(request))
+    else:
+        run_input = VercelAIAdapter.build_run_input(request)
+        adapter = VercelAIAdapter[Any, Any](agent=agent, run_input=run_input, sdk_version=_AI_SDK_VERSION)
+    via, _ = protocol_run(adapter, protocol, conversation, message_id=message_id, request=request)
+    return via
 
 
 def _last_prompt(messages: list[ModelMessage]) -> str:

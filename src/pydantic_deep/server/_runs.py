@@ -109,6 +109,9 @@ class ProtocolRun:
     message_id: str | None = None
     """The id of the client's assistant message the run's answer goes on with (a Vercel AI chat answering
     an approval request); `None`: the answer is a new message, its id the run id."""
+    request: bytes | None = None
+    """The request's body: a durable run's process rebuilds the run from it (see `rebuild_protocol_run`)."""
+    accept: str | None = None
 
 
 @dataclass(kw_only=True, eq=False)
@@ -352,9 +355,12 @@ class RunRegistry:
         owner: str | None = None,
         require_approval: Sequence[str] = (),
         durable: DurableRuns | None = None,
+        rebuild: Callable[[RunProtocol, bytes, str, str | None], ProtocolRun] | None = None,
     ) -> None:
         self.agent = agent
         self.durable = durable
+        self.rebuild = rebuild
+        """Makes a protocol run again from (protocol, request body, conversation, message id)."""
         self.bus = bus
         self.deps = deps
         self.max_concurrent_runs = max_concurrent_runs
@@ -424,7 +430,11 @@ class RunRegistry:
         if record.run_id in self._runs:
             raise ValueError(f"run {record.run_id!r} already has an event log")
         # A protocol's run (its tools come with the request) and a model given per request run here.
-        durable = self.durable is not None and via is None and model is None
+        durable = (
+            self.durable is not None
+            and model is None
+            and (via is None or (via.request is not None and self.rebuild is not None))
+        )
         if not durable:
             self._running += 1
             self._runs[record.run_id] = record
@@ -443,7 +453,7 @@ class RunRegistry:
                 meta["message_id"] = via.message_id
         if durable:
             meta["durable"] = "1"
-            return await self._submit(record, meta, message_history)
+            return await self._submit(record, meta, message_history, continue_from)
         try:
             await self.bus.open(record.run_id, meta)
             await self.bus.renew(self.owner, [record.run_id], self.lease_seconds)
@@ -465,7 +475,11 @@ class RunRegistry:
     # ---- durable runs ----------------------------------------------------------------------------------
 
     async def _submit(
-        self, record: RunRecord, meta: dict[str, str], history: Sequence[ModelMessage] | None
+        self,
+        record: RunRecord,
+        meta: dict[str, str],
+        history: Sequence[ModelMessage] | None,
+        continue_from: RunRecord | None,
     ) -> RunRecord:
         """Open the run's log and queue it: a worker of any process of the fleet runs it (see `_take`)."""
         assert self.durable is not None
@@ -477,7 +491,17 @@ class RunRegistry:
             "budget": asdict(record.budget) if record.budget is not None else None,
             "history": ModelMessagesTypeAdapter.dump_json(list(history)).decode() if history else None,
             "created_at": record.created_at.isoformat(),
+            # The next turn of a conversation starts with the files the last turn left (kept in Postgres).
+            "files_of": continue_from.run_id if continue_from is not None else None,
         }
+        via = record.via
+        if via is not None and via.request is not None:
+            payload |= {
+                "protocol": via.protocol,
+                "conversation": via.conversation,
+                "message_id": via.message_id,
+                "request": via.request.decode("utf-8", "surrogateescape"),
+            }
         await self.bus.open(record.run_id, meta)
         await self.bus.hand_over(record.run_id)  # written by whichever process's worker runs it
         # The lease is this process's until a worker claims the run (then the worker's).
@@ -500,6 +524,12 @@ class RunRegistry:
             budget=Budget(**budget) if budget else None,
             durable=True,
         )
+        protocol = payload.get("protocol")
+        if protocol in ("ag-ui", "vercel-ai") and self.rebuild is not None:
+            request = str(payload.get("request") or "").encode("utf-8", "surrogateescape")
+            conversation, message_id = str(payload.get("conversation") or ""), payload.get("message_id") or None
+            record.via = self.rebuild(protocol, request, conversation, message_id)
+            record.protocol, record.conversation, record.message_id = protocol, conversation, message_id
         (meta,) = await self.bus.metas([run_id])
         if meta is None:
             logger.warning("run %s: its event log is gone; not running it", run_id)
@@ -523,10 +553,14 @@ class RunRegistry:
         self._runs[run_id] = record
         self._running += 1
         await self.bus.renew(self.owner, [run_id], self.lease_seconds)
-        files = await self.durable.files(run_id)
-        record.deps = self._durable_deps(run_id, files, fresh=resume is None)
+        files_of = payload.get("files_of") if resume is None else None
+        files = await self.durable.files(run_id if files_of is None else str(files_of))
+        record.deps = self._durable_deps(run_id, files, fresh=resume is None and files_of is None)
         history_json = payload.get("history")
         history = ModelMessagesTypeAdapter.validate_json(history_json) if history_json else None
+        # A history names the workspace of the run it came from: this run works in its own (as `start` does).
+        backend = getattr(record.deps, "backend", None)
+        workspace = backend if history and isinstance(backend, WorkspaceBackend) else None
         model = resolve_model(record.model) if record.model else None
         if resume is not None:
             logger.warning(
@@ -537,7 +571,7 @@ class RunRegistry:
                 resume.data["void_events"],
             )
         record.task = asyncio.create_task(
-            self._execute(record, history, model, None, resume=resume), name=f"pydantic-deep run {run_id}"
+            self._execute(record, history, model, workspace, resume=resume), name=f"pydantic-deep run {run_id}"
         )
         await record.task
 

@@ -96,6 +96,8 @@ class ServeOptions:
     """The agent to serve instead of a deep agent on `model`: `MODULE:NAME`, an agent or a function that makes one."""
     durable: str | None = None
     """A PostgreSQL URL: runs are kept there as they settle and go on in another process after a crash."""
+    durable_worker: bool = True
+    """Whether this process runs durable runs (`False`: it only takes requests and serves streams)."""
     log_level: str = "info"
 
 
@@ -149,6 +151,7 @@ def serve(options: ServeOptions | None = None, **settings: Any) -> None:
             tokens=tokens,
             require_approval=options.require_approval,
             durable=options.durable or "",
+            durable_worker=options.durable_worker,
         )
     except ValueError as exc:
         raise ServerConfigError(str(exc)) from None
