@@ -42,6 +42,7 @@ bench: $(STAMP)
 	$(VENV)/bin/python bench/bench_fanout.py
 	$(VENV)/bin/python bench/bench_run_cost.py
 	$(VENV)/bin/python bench/bench_durable.py
+	$(VENV)/bin/python bench/bench_takeover.py
 	UV="$(UV)" $(VENV)/bin/python bench/bench_peers.py
 
 clean:

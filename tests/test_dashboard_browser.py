@@ -8,9 +8,11 @@ installs; without it these tests skip and say so.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -21,8 +23,17 @@ from pydantic_ai.models.function import AgentInfo, DeltaToolCall, DeltaToolCalls
 from _browser_helpers import ARTIFACTS, BROWSER_MARKS, WAIT_MS, open_page, serve
 from _browser_helpers import browser as browser  # the fixture
 from pydantic_deep import create_deep_agent
+from pydantic_deep.bus import InMemoryEventBus
 from pydantic_deep.models import demo_model
 from pydantic_deep.server import create_app
+from pydantic_deep.streaming import (
+    StreamEvent,
+    StreamEventType,
+    agent_end_event,
+    agent_start_event,
+    llm_chunk_event,
+    progress_event,
+)
 
 # Long enough per token that a reconnect lands mid-answer; the test waits on page state, never on time.
 DEMO_DELAY = 0.05
@@ -321,4 +332,42 @@ def test_dashboard_shows_the_budget_of_a_run_filling_up(browser: Browser) -> Non
             notes = page.locator('[data-testid="timeline-note"][data-event="guardrail"]')
             expect(notes).to_have_text([re.compile(r"^budget warn"), re.compile(r"^budget block")])
             screenshot(page, "dashboard-budget.png")
+            assert problems == []
+
+
+def test_dashboard_drops_the_text_a_takeover_voided(browser: Browser) -> None:
+    """A durable run's log (as `tests/test_durable.py` makes them): the half answer before `run_resumed`
+    is void and redone after it; the page shows the answer once and notes the takeover."""
+    from pydantic_deep.streaming.types import RunResumedData
+
+    resumed = StreamEvent(
+        event_type=StreamEventType.RUN_RESUMED,
+        data=RunResumedData(from_step=1, void_after_seq=1, void_events=1, owner="web2", attempt=2),
+    )
+    events: list[Any] = [
+        agent_start_event(agent_name="assistant"),
+        progress_event(iteration=1),
+        llm_chunk_event(text="Half an "),
+        resumed,
+        llm_chunk_event(text="Half an "),
+        llm_chunk_event(text="answer."),
+        progress_event(iteration=2),
+        agent_end_event(agent_name="assistant", status="succeeded", output="Half an answer."),
+    ]
+    bus = InMemoryEventBus()
+
+    async def write() -> None:
+        await bus.open("run-taken-over", {"prompt": "Say it", "created_at": "2026-12-03T00:00:00+00:00"})
+        for seq, event in enumerate(events):
+            event.seq, event.run_id = seq, "run-taken-over"
+            await bus.append("run-taken-over", event)
+        await bus.close("run-taken-over")
+
+    with ThreadPoolExecutor(1) as writer:  # Playwright's sync API holds this thread's event loop
+        writer.submit(asyncio.run, write()).result()
+    with serve(create_app(create_deep_agent(demo_model(delay=0)), bus=bus)) as base:
+        with open_page(browser, f"{base}/#run=run-taken-over") as (page, problems):
+            expect(page.get_by_test_id("run-status")).to_have_text("succeeded", timeout=WAIT_MS)
+            expect(page.get_by_test_id("answer")).to_have_text("Half an answer.")
+            expect(page.get_by_test_id("timeline-note").filter(has_text="resumed")).to_have_count(1)
             assert problems == []
