@@ -53,58 +53,64 @@ async def main(runs: int, batches: int, tools: int, chunks: int) -> None:
     with psycopg.connect(f"{POSTGRES}/test", autocommit=True) as admin:
         admin.execute(f"CREATE DATABASE {name}")
     url = f"{POSTGRES}/{name}"
-    agent = make_agent(tools, chunks)
-    events: list[int] = []
+    agents = {n: make_agent(tools, n) for n in (chunks, chunks * 10)}
+    events: dict[int, int] = {}
     registry = TaskRegistry(queue_name="bench")
 
     @registry.task("run")
     async def run(task: Task, payload: dict[str, Any]) -> None:
         durability = (lambda live: PGTaskDurability(name="bench", event_stream_handler=live)) if payload["d"] else None
         count = 0
-        async for _ in run_stream(agent, "go", durability=durability):
+        async for _ in run_stream(agents[payload["n"]], "go", durability=durability):
             count += 1
-        events.append(count)
+        events[payload["n"]] = count
 
+    times: dict[tuple[bool, int], list[float]] = {(d, n): [] for d in (False, True) for n in agents}
     try:
         client = await Client.connect(url)
         await client.migrate()
         worker = Worker(url, registry, concurrency=1, poll_interval=1)
         working = asyncio.create_task(worker.run())
 
-        async def batch(durable: bool) -> float:
+        async def batch(durable: bool, n: int) -> float:
             started = time.perf_counter()
             for _ in range(runs):
-                handle = await client.enqueue(run.request({"d": durable}))
+                handle = await client.enqueue(run.request({"d": durable, "n": n}))
                 result = await handle.result(timeout=60)
                 assert result is not None and result.state == "succeeded", result
             return (time.perf_counter() - started) / runs
 
-        await batch(True)  # warm up both
-        await batch(False)
-        plain: list[float] = []
-        durable: list[float] = []
+        for key in times:  # warm up every way
+            await batch(*key)
         for _ in range(batches):
-            plain.append(await batch(False))
-            durable.append(await batch(True))
+            for key in times:
+                times[key].append(await batch(*key))
         worker.shutdown()
         await working
     finally:
         with psycopg.connect(f"{POSTGRES}/test", autocommit=True) as admin:
             admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    per_run_plain, per_run_durable = statistics.median(plain), statistics.median(durable)
-    steps = 2 * tools + 1  # model requests and tool calls, each a step when durable
-    count = events[-1]
-    extra = per_run_durable - per_run_plain
-    print(f"durable mode: {tools} tool calls, {chunks} text chunks, {count} events per run; median of {batches}")
-    print(f"  per run (each a pgtask task): plain {per_run_plain * 1e3:.2f} ms, durable {per_run_durable * 1e3:.2f} ms")
-    print(f"  ratio durable / plain: {per_run_durable / per_run_plain:.2f}")
-    print(f"  added per settled step ({steps} per run): {extra / steps * 1e3:.2f} ms")
-    print(f"  added per event: {extra / count * 1e6:.1f} µs")
+    median = {key: statistics.median(values) for key, values in times.items()}
+    few, many = sorted(agents)
+    steps = 2 * tools + 1  # model requests and tool calls: each a saved step when durable
+    plain, durable = median[(False, few)], median[(True, few)]
+    per_event = {d: (median[(d, many)] - median[(d, few)]) / (events[many] - events[few]) for d in (False, True)}
+    print(f"durable mode: runs of {tools} tool calls, then {few} (or {many}) text chunks; median of {batches}")
+    print(
+        f"  per run ({events[few]} events, a pgtask task either way):"
+        f" plain {plain * 1e3:.2f} ms, durable {durable * 1e3:.2f} ms"
+    )
+    print(f"  ratio durable / plain per run: {durable / plain:.2f}")
+    print(f"  added per settled step ({steps} per run): {(durable - plain) / steps * 1e3:.2f} ms")
+    print(
+        f"  per streamed event: plain {per_event[False] * 1e6:.1f} µs, durable {per_event[True] * 1e6:.1f} µs"
+        f" (ratio {per_event[True] / per_event[False]:.2f})"
+    )
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--batches", type=int, default=5)
     parser.add_argument("--tools", type=int, default=3)
     parser.add_argument("--chunks", type=int, default=200)
