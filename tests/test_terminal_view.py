@@ -22,10 +22,13 @@ from pydantic_deep.cli import PlainPrinter, RunState, RunView, summary_line
 from pydantic_deep.streaming import (
     ApprovalRequiredData,
     GuardrailData,
+    RunResumedData,
     StreamEvent,
     StreamEventType,
+    agent_end_event,
     agent_start_event,
     llm_chunk_event,
+    progress_event,
     tool_start_event,
 )
 
@@ -294,3 +297,41 @@ def test_a_call_waiting_for_approval_and_the_guardrails_show_under_the_tools() -
     shown = render(state)
     assert re.search(r"launch\(target='moon'\) · \S+ · waits for approval: launches cost money", shown)
     assert "✎ input redact · input redacted by no_names" in shown
+
+
+def _taken_over_run() -> list[StreamEvent]:
+    """A durable run's events: half an answer, then `run_resumed` voids it and the answer comes whole."""
+    resumed = StreamEvent(
+        event_type=StreamEventType.RUN_RESUMED,
+        data=RunResumedData(from_step=1, void_after_seq=1, void_events=1, owner="web2:41:ab12cd", attempt=2),
+    )
+    events: list[StreamEvent] = [
+        agent_start_event(agent_name="lead", prompt="Why?", model="test"),
+        progress_event(iteration=1),
+        llm_chunk_event(text="Because users "),
+        resumed,
+        llm_chunk_event(text="Because users "),
+        llm_chunk_event(text="see progress."),
+        progress_event(iteration=2),
+        agent_end_event(agent_name="lead", output="Because users see progress.", duration_seconds=1.0),
+    ]
+    for seq, event in enumerate(events):
+        event.seq = seq
+        event.timestamp = START + timedelta(seconds=seq / 10)
+    return events
+
+
+def test_the_views_show_an_answer_a_takeover_redid_once() -> None:
+    state = fold(_taken_over_run())
+    assert (state.text, state.resumed) == ("Because users see progress.", 1)
+    view = render(state)
+    assert view.count("Because users") == 1 and "Because users see progress." in view
+    out = io.StringIO()
+    printer = PlainPrinter(out)
+    for event in _taken_over_run():
+        printer.handle(event)
+    # Printed lines cannot be taken back: the plain output says which text was void, then the answer.
+    assert (
+        "⟲ resumed by web2:41:ab12cd from step 1: the 1 events above since #1 are void, redone below\n"
+        "\nBecause users see progress.\n"
+    ) in out.getvalue()
