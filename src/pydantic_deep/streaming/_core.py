@@ -43,7 +43,7 @@ from ..tracing import TraceContext
 from ._handoff import Handoff
 from ._translate import RunView, Translator
 from .approvals import ApprovalBroker, ApprovalCallback, ApprovalPolicy, policy_picker, require_approval
-from .capability import CURRENT_STREAM, StreamState, StreamTap, SubagentStreamEvent
+from .capability import CURRENT_STREAM, ModelTap, StreamState, StreamTap, SubagentStreamEvent
 from .types import (
     DEFERRED_CALL_ERROR,
     AgentEndData,
@@ -284,18 +284,27 @@ async def _drive(
     live = False
     """Whether the model request in progress streamed from inside its durable step (see `durability`)."""
 
-    async def stream_live(_: Any, events: AsyncIterable[AgentStreamEvent]) -> None:
+    async def model_event(event: AgentStreamEvent) -> None:
         nonlocal live
+        live = True
+        if deadlines is not None:
+            deadlines.touch()
+        translated = tr.translate(event, root)
+        if translated is not None:
+            await put(translated)
+
+    async def stream_live(_: Any, events: AsyncIterable[AgentStreamEvent]) -> None:
         async for event in events:
             if isinstance(event, _MODEL_EVENTS):  # the rest comes through the node streams below
-                live = True
-                if deadlines is not None:
-                    deadlines.touch()
-                translated = tr.translate(event, root)
-                if translated is not None:
-                    await put(translated)
+                await model_event(event)
 
-    durable = [options.durability(stream_live)] if options.durability is not None else []
+    # The model's events go to the stream straight from the model's own stream (inside the durable step
+    # when the run is durable): the engine's event plumbing then carries only the finished response.
+    tap = (
+        options.durability(stream_live)
+        if options.durability is not None
+        else ModelTap(run_id=run_id, forward=model_event)
+    )
     if options.deferred_tool_results is not None:  # decisions the caller brings (a protocol client's answers)
         for decided in tr.resolved(options.deferred_tool_results, root):
             await put(decided)
@@ -315,7 +324,7 @@ async def _drive(
                     *([require_approval(policy)] if policy is not None else ()),
                     *(options.budget.capabilities() if options.budget is not None else ()),
                     *options.capabilities,
-                    *durable,
+                    tap,
                 ],
                 toolsets=options.toolsets or None,
                 # `None` is the agent's own output type (iter's default), which its overloads spell apart.

@@ -10,21 +10,37 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterable, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pydantic_ai import CapabilityEvent, CustomEvent, RunContext
 from pydantic_ai.capabilities import AbstractCapability
-from pydantic_ai.capabilities.abstract import WrapToolExecuteHandler
-from pydantic_ai.messages import AgentStreamEvent, ToolCallPart
+from pydantic_ai.capabilities.abstract import WrapModelRequestHandler, WrapToolExecuteHandler
+from pydantic_ai.messages import (
+    AgentStreamEvent,
+    ModelMessage,
+    ModelResponse,
+    ModelResponseStreamEvent,
+    ToolCallPart,
+)
+from pydantic_ai.models import (
+    CompletedStreamedResponse,
+    Model,
+    ModelRequestContext,
+    ModelRequestParameters,
+    StreamedResponse,
+)
+from pydantic_ai.models.wrapper import WrapperModel
+from pydantic_ai.settings import ModelSettings
 from pydantic_ai.tools import DeferredToolRequests, DeferredToolResults, ToolDefinition
 
 if TYPE_CHECKING:
     from .approvals import ApprovalBroker
 
-__all__ = ("StreamTap", "SubRun", "ToolProgressEvent", "relay_subagent_events", "report_progress")
+__all__ = ("ModelTap", "StreamTap", "SubRun", "ToolProgressEvent", "relay_subagent_events", "report_progress")
 
 
 @dataclass(kw_only=True)
@@ -130,6 +146,77 @@ class StreamTap(AbstractCapability[Any]):
             _RUNNING_TOOL.reset(token)
             if key in state.tool_times:
                 state.tool_times[key] = (start, time.perf_counter())
+
+
+@dataclass(kw_only=True)
+class ModelTap(AbstractCapability[Any]):
+    """Hands a run's model events to `forward` as the model streams them, straight from the model's stream.
+
+    The run's own event stream then gets the finished response only (Pydantic AI's
+    `CompletedStreamedResponse`), so each delta skips the engine's per-event plumbing. Only the run
+    `run_id` is tapped: a delegated run's events travel the usual way (see `relay_subagent_events`).
+    """
+
+    run_id: str
+    forward: Callable[[AgentStreamEvent], Awaitable[None]]
+    id: str | None = "pydantic_deep_model_tap"
+
+    async def wrap_model_request(
+        self, ctx: RunContext[Any], *, request_context: ModelRequestContext, handler: WrapModelRequestHandler
+    ) -> ModelResponse:
+        if ctx.run_id == self.run_id:
+            request_context.model = _TappedModel(request_context.model, self.forward)
+        return await handler(request_context)
+
+
+class _TappedModel(WrapperModel):
+    def __init__(self, wrapped: Model, on_event: Callable[[AgentStreamEvent], Awaitable[None]]) -> None:
+        super().__init__(wrapped)
+        self._on_event = on_event
+
+    @asynccontextmanager
+    async def request_stream(
+        self,
+        messages: list[ModelMessage],
+        model_settings: ModelSettings | None,
+        model_request_parameters: ModelRequestParameters,
+        run_context: RunContext[Any] | None = None,
+    ) -> AsyncGenerator[StreamedResponse]:
+        on_event = self._on_event
+        streamed: StreamedResponse | None = None
+        error: Exception | None = None
+        try:
+            async with self.wrapped.request_stream(
+                messages, model_settings, model_request_parameters, run_context
+            ) as streamed:
+                async for event in streamed:
+                    await on_event(event)
+        except Exception as exc:
+            if streamed is None:  # no stream at all: nothing arrived to keep
+                raise
+            error = exc
+        # Read after the stream closed, for what closing it filled in (usage, the finish reason). A stream
+        # that failed part way fails the run's own stream the same way, after what arrived, which the run
+        # keeps (its partial response and usage) as it would have.
+        response = streamed.get()
+        if error is None:
+            yield CompletedStreamedResponse(response, model_request_parameters=model_request_parameters)
+        else:
+            yield _FailedStreamedResponse(response, model_request_parameters=model_request_parameters, error=error)
+
+
+class _FailedStreamedResponse(CompletedStreamedResponse):
+    """What arrived of a response whose stream failed: iterating it raises that failure."""
+
+    def __init__(
+        self, response: ModelResponse, *, model_request_parameters: ModelRequestParameters, error: Exception
+    ) -> None:
+        super().__init__(response, model_request_parameters=model_request_parameters)
+        self._error = error
+
+    async def _get_event_iterator(self) -> AsyncIterator[ModelResponseStreamEvent]:
+        raise self._error
+        yield  # pragma: no cover - makes this an async generator
 
 
 async def report_progress(ctx: RunContext[Any], *, message: str | None = None, fraction: float | None = None) -> None:
