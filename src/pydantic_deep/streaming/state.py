@@ -9,9 +9,10 @@ events' own timestamps, never from the clock, so a replayed log gives the same s
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime
+from operator import attrgetter
 from typing import Any, Literal, Never
 
 from .types import AnyStreamEvent, GuardrailData, PlanUpdateData, StreamEvent, StreamEventType, ToolStartData
@@ -157,9 +158,11 @@ class RunState:
     resumed: int = 0
     """How many times the run was taken over by another process (`run_resumed` events)."""
     _calls: dict[tuple[str, str | None], ToolCall] = field(default_factory=dict[tuple[str, "str | None"], ToolCall])
-    _settled: RunState | None = field(default=None, repr=False)
-    """The state as of the last settled point (see `settles`), and the events applied since."""
-    _since: list[AnyStreamEvent] = field(default_factory=list["AnyStreamEvent"], repr=False)
+    _open: dict[tuple[str, str | None], ToolCall] = field(default_factory=dict[tuple[str, "str | None"], ToolCall])
+    _settled: _Snapshot | None = field(default=None, repr=False)
+    """What a `run_resumed` needs to go back to the last settled point (see `settles`), with the `_journal`
+    of the dict entries changed since (the dict, the key, the value before)."""
+    _journal: list[tuple[dict[Any, Any], Any, Any]] = field(default_factory=list[tuple[dict[Any, Any], Any, Any]])
 
     @property
     def finished(self) -> bool:
@@ -191,7 +194,7 @@ class RunState:
 
     def running_calls(self) -> list[ToolCall]:
         """Every call still running, sub-agents' included."""
-        return [call for call in self._calls.values() if call.ended_at is None]
+        return list(self._open.values())
 
     def apply(self, event: AnyStreamEvent) -> None:
         """Fold one event into the state."""
@@ -199,28 +202,24 @@ class RunState:
             self._resume(event.data["void_after_seq"])
         self._fold(event)
         if settles(event):
-            self._settle()
-        elif event.event_type is not StreamEventType.RUN_RESUMED:
-            self._since.append(event)
+            self._settled = _Snapshot.of(self)
+            self._journal.clear()
 
-    def _settle(self) -> None:
-        self._settled, self._since = None, []
-        snapshot = copy.deepcopy(self)
-        self._settled = snapshot
+    def _set(self, entries: dict[Any, Any], key: Any, value: Any) -> None:
+        """`entries[key] = value` (`_DELETED`: removed), journaled while a settled point may be gone back to."""
+        if self._settled is not None:
+            self._journal.append((entries, key, entries.get(key, _DELETED)))
+        if value is _DELETED:
+            entries.pop(key, None)
+        else:
+            entries[key] = value
 
     def _resume(self, void_after_seq: int) -> None:
         """Forget what the events after `void_after_seq` did (they are void), keeping the counts of events seen."""
         settled = self._settled
-        if settled is None or settled.last_seq is None or settled.last_seq > void_after_seq:
-            return
-        kept = [event for event in self._since if event.seq <= void_after_seq]
-        count, last_seq, last_at = self.event_count, self.last_seq, self.last_event_at
-        restored = copy.deepcopy(settled)
-        self.__dict__.update(restored.__dict__)
-        self._settled, self._since = settled, []
-        for event in kept:
-            self.apply(event)
-        self.event_count, self.last_seq, self.last_event_at = count, last_seq, last_at
+        if settled is None or settled.seq != void_after_seq:
+            return  # no snapshot of that point (the state began after it): nothing known to take back
+        settled.restore(self)
 
     def _fold(self, event: AnyStreamEvent) -> None:
         self.event_count += 1
@@ -264,6 +263,7 @@ class RunState:
                     start = ToolStartData(tool_name=end["tool_name"], args={}, tool_call_id=end["tool_call_id"])
                     call = self._start_call(event, start)
                 call.ended_at = event.timestamp
+                self._set(self._open, (event.run_id, end["tool_call_id"]), _DELETED)
                 call.duration_seconds = end["duration_seconds"]
                 call.result = end["result"]
                 call.error = end["error"]
@@ -278,11 +278,15 @@ class RunState:
                     self.output_tokens = progress["output_tokens"]
                     self.total_cost_usd = progress["total_cost_usd"]
             case StreamEventType.PLAN_UPDATE:
-                plan = self.plan if top else self._sub_plan(event)
-                if plan is not None:
+                if top:
+                    item_id = str(event.data["item_id"])
+                    self._set(
+                        self.plan, item_id, _plan_step(event.data) if event.data["action"] != "deleted" else _DELETED
+                    )
+                elif (plan := self._sub_plan(event)) is not None:
                     _update_plan(plan, event.data)
             case StreamEventType.FILE_CHANGE:
-                self.files[event.data["path"]] = event.data["operation"]
+                self._set(self.files, event.data["path"], event.data["operation"])
             case StreamEventType.SUBAGENT_START:
                 call = self._calls.get((event.run_id, event.data["tool_call_id"]))
                 if call is not None:
@@ -362,13 +366,72 @@ class RunState:
             depth=event.depth,
             started_at=event.timestamp,
         )
-        self._calls[(event.run_id, call.tool_call_id)] = call
+        self._set(self._calls, (event.run_id, call.tool_call_id), call)
+        self._set(self._open, (event.run_id, call.tool_call_id), call)
         parent = self._parent_call(event) if event.depth > 0 else None
         if parent is not None:
             parent.children.append(call)
         else:
             self.tools.append(call)
         return call
+
+
+_SCALARS = (
+    "agent_name", "model", "prompt", "run_id", "phase", "text", "thinking", "steps", "requests", "tool_calls",
+    "total_tokens", "input_tokens", "output_tokens", "total_cost_usd", "error", "exception_type", "output",
+    "duration_seconds",
+)  # fmt: skip
+
+
+_scalars = attrgetter(*_SCALARS)
+_DELETED: Any = object()
+
+
+@dataclass(frozen=True, slots=True)
+class _Snapshot:
+    """A `RunState` at a settled point, in what events after it can change: its values, how long its lists
+    were, and whole copies of the calls running then (the only objects from before it that later events
+    change); the dict entries changed after it are in the state's journal. Taking one costs as many calls
+    as are running, not the size of the run."""
+
+    seq: int | None
+    values: tuple[Any, ...]
+    tools: int
+    guardrails: int
+    running: list[tuple[ToolCall, dict[str, Any], list[ToolCall], SubagentActivity | None]]
+
+    @classmethod
+    def of(cls, state: RunState) -> _Snapshot:
+        return cls(
+            seq=state.last_seq,
+            values=_scalars(state),
+            tools=len(state.tools),
+            guardrails=len(state.guardrails),
+            running=[
+                (call, dict(call.__dict__), list(call.children), _copy_activity(call.subagent))
+                for call in state.running_calls()
+            ],
+        )
+
+    def restore(self, state: RunState) -> None:
+        journal = state._journal  # pyright: ignore[reportPrivateUsage]
+        for entries, key, before in reversed(journal):
+            if before is _DELETED:
+                entries.pop(key, None)
+            else:
+                entries[key] = before
+        journal.clear()
+        for name, value in zip(_SCALARS, self.values, strict=True):
+            setattr(state, name, value)
+        del state.tools[self.tools :], state.guardrails[self.guardrails :]
+        for call, values, children, activity in self.running:
+            call.__dict__.update(values)
+            call.children = list(children)
+            call.subagent = _copy_activity(activity)
+
+
+def _copy_activity(activity: SubagentActivity | None) -> SubagentActivity | None:
+    return None if activity is None else dataclasses.replace(activity, plan=dict(activity.plan))
 
 
 def _newer_event_type(event_type: Never) -> None:
@@ -380,8 +443,12 @@ def _update_plan(plan: dict[str, PlanStep], data: PlanUpdateData) -> None:
     if data["action"] == "deleted":
         plan.pop(item_id, None)
         return
-    plan[item_id] = PlanStep(
-        item_id=item_id,
+    plan[item_id] = _plan_step(data)
+
+
+def _plan_step(data: PlanUpdateData) -> PlanStep:
+    return PlanStep(
+        item_id=str(data["item_id"]),
         content=data["content"] or "",
         status=data["status"] or "pending",
         active_form=data["active_form"],
