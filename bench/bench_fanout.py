@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -28,6 +27,7 @@ from pathlib import Path
 
 import httpx
 
+from _processes import free_port
 from pydantic_deep.bus import InMemoryEventBus
 from pydantic_deep.server._sse import event_frame, follow_log
 from pydantic_deep.streaming import llm_chunk_event
@@ -77,12 +77,6 @@ async def encoding(chunks: int, readers: int) -> None:
 
 
 # ---- 2. a real server ----------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 async def cpu(http: httpx.AsyncClient, url: str) -> float:

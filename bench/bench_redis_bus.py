@@ -19,10 +19,8 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import statistics
 import subprocess
-import sys
 import time
 import uuid
 from datetime import datetime
@@ -30,6 +28,7 @@ from datetime import datetime
 import httpx
 from redis.asyncio import Redis
 
+from _processes import serve
 from pydantic_deep.bus import RedisEventBus
 from pydantic_deep.streaming import AnyStreamEvent, StreamEvent, llm_chunk_event
 
@@ -114,31 +113,14 @@ async def throughput(count: int) -> dict[str, float]:
     return {name: max(values) for name, values in results.items()}
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def start_server(prefix: str, flush_interval: str) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
     env = {
         **os.environ,
         "PYDANTIC_DEEP_DEMO_DELAY": "0.002",
         "PYDANTIC_DEEP_MODEL": "demo",
         "PYDANTIC_DEEP_FLUSH_INTERVAL": flush_interval,
     }
-    command = [sys.executable, "-m", "pydantic_deep.cli", "serve", "--port", str(port), "--bus", REDIS_URL]
-    proc = subprocess.Popen(
-        [*command, "--bus-prefix", prefix], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    url = f"http://127.0.0.1:{port}"
-    while True:
-        try:
-            if httpx.get(f"{url}/runs", timeout=5).status_code == 200:
-                return proc, url
-        except httpx.TransportError:
-            time.sleep(0.05)
+    return serve("--bus", REDIS_URL, "--bus-prefix", prefix, env=env)
 
 
 async def follow(http: httpx.AsyncClient, url: str, run_id: str) -> list[float]:

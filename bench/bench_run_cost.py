@@ -13,16 +13,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import statistics
 import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 
 import httpx
 
+from _processes import serve
 from pydantic_deep import DeepAgentDeps, create_deep_agent
 from pydantic_deep.models import demo_model
 from pydantic_deep.streaming import run_stream
@@ -65,26 +63,9 @@ async def server_runs(url: str, runs: int) -> None:
 
 
 def start_server() -> tuple[subprocess.Popen[bytes], str]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
     env = {key: value for key, value in os.environ.items() if key != "PYDANTIC_DEEP_MODEL"}
     env["PYDANTIC_DEEP_DEMO_DELAY"] = "0"
-    log = tempfile.TemporaryFile()  # noqa: SIM115 - the server writes to it as long as it runs
-    command = [sys.executable, "-m", "pydantic_deep.cli", "serve", "--port", str(port)]
-    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{url}/runs", timeout=2).status_code == 200:
-                return server, url
-        except httpx.TransportError:
-            pass
-        if server.poll() is not None or time.monotonic() > deadline:
-            log.seek(0)
-            raise SystemExit(f"the server did not start:\n{log.read().decode()}")
-        time.sleep(0.05)
+    return serve(env=env)
 
 
 async def main() -> None:

@@ -15,7 +15,6 @@ import os
 import signal
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -24,33 +23,18 @@ from pathlib import Path
 import httpx
 import psycopg
 
+from _processes import serve
+
 TESTS = Path(__file__).resolve().parent.parent / "tests"
 POSTGRES = "postgresql://postgres@127.0.0.1:5432"
 REDIS = "redis://127.0.0.1:6379/0"
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def start(database: str, prefix: str, directory: str) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYDANTIC_DEEP_")}
     env.update(DURABLE_TEST_DIR=directory, PYTHONPATH=str(TESTS))
-    command = [sys.executable, "-m", "pydantic_deep.cli", "serve", "--port", str(port), "--bus", REDIS]
-    command += ["--bus-prefix", prefix, "--agent", "_durable_app:make_agent", "--durable", database]
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    while True:
-        try:
-            if httpx.get(f"{url}/runs", timeout=5).status_code == 200:
-                return proc, url
-        except httpx.TransportError:
-            time.sleep(0.05)
+    args = ["--bus", REDIS, "--bus-prefix", prefix, "--agent", "_durable_app:make_agent", "--durable", database]
+    return serve(*args, env=env)
 
 
 def wait_for(path: Path) -> int:

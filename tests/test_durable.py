@@ -12,7 +12,7 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -282,38 +282,46 @@ async def test_the_next_turn_of_a_durable_conversation_finds_the_files_the_last_
             assert output.startswith("The notes say:") and "first turn" in output
 
 
+async def client_across_a_takeover(
+    the_fleet: DurableFleet, prompt: str, script: str, *args: str, begun: Callable[[dict[str, Any]], bool]
+) -> list[dict[str, Any]]:
+    """A real JavaScript client (`tests/js/SCRIPT`) on a process that only serves (`--no-durable-worker`)
+    follows a run while the process running it is killed mid-answer; what the client printed after."""
+    (front,) = the_fleet.start("--no-durable-worker")
+    the_fleet.start(count=2)
+    node = await asyncio.create_subprocess_exec(
+        "node", str(JS / script), front.url, *args, prompt, stdout=asyncio.subprocess.PIPE, cwd=JS
+    )
+    assert node.stdout is not None
+    owner = the_fleet.by_pid(await the_fleet.reached(f"{prompt}-answer"))
+    printed: list[dict[str, Any]] = []
+    while not printed or not begun(printed[-1]):  # handshake: the client has the answer's first half
+        printed.append(json.loads(await node.stdout.readline()))
+    owner.proc.send_signal(signal.SIGKILL)
+    owner.wait(30)
+    the_fleet.open(f"{prompt}-answer")
+    printed += [json.loads(line) for line in (await node.stdout.read()).decode().splitlines()]
+    assert await node.wait() == 0
+    return printed
+
+
 @pytest.mark.skipif(MISSING, reason=WHY)
 async def test_an_ag_ui_client_following_a_run_across_a_takeover_shows_the_answer_once(
     database: str, tmp_path: Path
 ) -> None:
-    """The real `HttpAgent` on a process that only serves (`--no-durable-worker`); the run's process is
-    killed mid-answer; the messages snapshot at `run_resumed` takes the cut-off text back."""
+    """The real `HttpAgent`: the messages snapshot at `run_resumed` takes the cut-off text back."""
     with durable_fleet(database, tmp_path) as the_fleet:
-        (front,) = the_fleet.start("--no-durable-worker")
-        the_fleet.start(count=2)
         prompt = "mid-answer agui"
-        node = await asyncio.create_subprocess_exec(
-            "node",
-            str(JS / "agui_run.mjs"),
-            front.url,
+        printed = await client_across_a_takeover(
+            the_fleet,
+            prompt,
+            "agui_run.mjs",
             "thread-1",
             "run-1",
-            prompt,
-            stdout=asyncio.subprocess.PIPE,
-            cwd=JS,
+            begun=lambda p: p.get("event") == "TEXT_MESSAGE_CONTENT",
         )
-        assert node.stdout is not None
-        owner = the_fleet.by_pid(await the_fleet.reached(f"{prompt}-answer"))
-        seen: list[str] = []
-        while "TEXT_MESSAGE_CONTENT" not in seen:  # handshake: the client shows the answer's first half
-            seen.append(json.loads(await node.stdout.readline())["event"])
-        owner.proc.send_signal(signal.SIGKILL)
-        owner.wait(30)
-        the_fleet.open(f"{prompt}-answer")
-        lines = [json.loads(line) for line in (await node.stdout.read()).decode().splitlines()]
-        assert await node.wait() == 0
-        seen += [line["event"] for line in lines if "event" in line]
-        (outcome,) = [line for line in lines if "messages" in line or "error" in line]
+        seen = [line["event"] for line in printed if "event" in line]
+        (outcome,) = [line for line in printed if "messages" in line or "error" in line]
         assert "error" not in outcome, outcome
         assert seen.count("MESSAGES_SNAPSHOT") == 1 and seen[-1] == "RUN_FINISHED"
         assert [c["name"] for c in outcome["custom"]].count("run_resumed") == 1
@@ -331,29 +339,11 @@ async def test_a_vercel_ai_chat_following_a_run_across_a_takeover_gets_the_answe
     """The AI SDK's transport has no chunk that takes text back: the message gets a `data-run_resumed` part
     naming the void events, and the answer again after it (docs/durability.md says so)."""
     with durable_fleet(database, tmp_path) as the_fleet:
-        (front,) = the_fleet.start("--no-durable-worker")
-        the_fleet.start(count=2)
         prompt = "mid-answer vercel"
-        node = await asyncio.create_subprocess_exec(
-            "node",
-            str(JS / "vercel_chat.mjs"),
-            front.url,
-            "send",
-            "chat-1",
-            prompt,
-            stdout=asyncio.subprocess.PIPE,
-            cwd=JS,
+        printed = await client_across_a_takeover(
+            the_fleet, prompt, "vercel_chat.mjs", "send", "chat-1", begun=lambda p: p.get("chunk") == "text-delta"
         )
-        assert node.stdout is not None
-        owner = the_fleet.by_pid(await the_fleet.reached(f"{prompt}-answer"))
-        while json.loads(await node.stdout.readline()).get("chunk") != "text-delta":
-            pass  # handshake: the client has the answer's first half
-        owner.proc.send_signal(signal.SIGKILL)
-        owner.wait(30)
-        the_fleet.open(f"{prompt}-answer")
-        lines = [json.loads(line) for line in (await node.stdout.read()).decode().splitlines()]
-        assert await node.wait() == 0
-        (message,) = [line["message"] for line in lines if "message" in line]
+        (message,) = [line["message"] for line in printed if "message" in line]
         kinds = [part["type"] for part in message["parts"]]
         resumed = kinds.index("data-run_resumed")
         assert message["parts"][resumed]["data"]["void_events"] == 2

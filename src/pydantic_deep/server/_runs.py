@@ -30,7 +30,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from contextlib import aclosing, suppress
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, cast
 
@@ -506,7 +506,14 @@ class RunRegistry:
         await self.bus.hand_over(record.run_id)  # written by whichever process's worker runs it
         # The lease is this process's until a worker claims the run (then the worker's).
         await self.bus.renew(self.owner, [record.run_id], self.lease_seconds)
-        await self.durable.submit(record.run_id, payload)
+        try:
+            await self.durable.submit(record.run_id, payload)
+        except Exception as exc:  # not queued: no process will run it, so its log ends here
+            events = _closing_events(record, type(exc).__name__, f"the run could not be queued: {exc}")
+            with suppress(Exception):
+                await self.bus.append_many(record.run_id, events)
+                await self.bus.close(record.run_id)
+            raise
         record.local = False
         return record
 
@@ -908,7 +915,11 @@ class RunRegistry:
         (meta,) = await self.bus.metas([run_id])
         if meta is None or meta.get("durable") != "1":
             return True
-        return await self.durable.state(run_id) not in ("pending", "running")
+        state = await self.durable.state(run_id)
+        if state is None:  # not queued yet (its process is queueing it) or never (that process died first)
+            created = _parse_time(meta.get("created_at"))
+            return created is None or datetime.now(UTC) - created > timedelta(seconds=max(30.0, 3 * self.lease_seconds))
+        return state not in ("pending", "running")
 
     async def _end_lost_run(self, run_id: str) -> None:
         """End the log of a run whose server is gone: `error` (`ServerLost`) and `agent_end`, then close it."""
