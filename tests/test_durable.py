@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import signal
+import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -89,6 +90,13 @@ class DurableFleet:
 
     def open(self, gate: str) -> None:
         (self.dir / f"{gate}.open").touch()
+
+    def stopped(self, server: Server) -> int:
+        """`server`'s exit status once it has stopped (a drain takes a few seconds at most)."""
+        try:
+            return server.wait(30)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"{server.url} did not stop:\n{self.outputs()}") from None
 
     def effects(self) -> list[tuple[str, str, int]]:
         """Each `record` call: (label, tool call id, pid of the process that ran it)."""
@@ -222,12 +230,12 @@ async def test_a_rolling_restart_of_two_processes_under_five_running_runs_comple
             owners = {prompt: await the_fleet.reached(f"{prompt}-answer") for prompt in prompts}
             # Restart each process in turn: SIGTERM hands its runs over (after its drain) and it exits.
             a.signal(signal.SIGTERM)
-            assert a.wait(30) == 0
+            assert the_fleet.stopped(a) == 0, the_fleet.outputs()
             (a2,) = the_fleet.start("--drain-timeout", "1")
             for prompt in [p for p in prompts if owners[p] == a.proc.pid]:
                 owners[prompt] = await the_fleet.reached(f"{prompt}-answer", not_by=a.proc.pid)
             b.signal(signal.SIGTERM)
-            assert b.wait(30) == 0
+            assert the_fleet.stopped(b) == 0, the_fleet.outputs()
             for prompt in [p for p in prompts if owners[p] == b.proc.pid]:
                 owners[prompt] = await the_fleet.reached(f"{prompt}-answer", not_by=b.proc.pid)
             assert set(owners.values()) == {a2.proc.pid}

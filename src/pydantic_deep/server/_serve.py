@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import faulthandler
 import importlib
 import ipaddress
 import logging
@@ -227,6 +228,10 @@ def _log_to_stderr(level: str) -> None:
     ours.setLevel(level.upper() if level.upper() in logging.getLevelNamesMapping() else logging.INFO)
 
 
+STUCK_SHUTDOWN_SECONDS = 15.0
+"""How long past the drain timeout a shutdown may take before the process exits anyway (status 1)."""
+
+
 class _DrainingServer(uvicorn.Server):
     """uvicorn's server, which drains the app on the first signal and only then shuts down."""
 
@@ -271,6 +276,11 @@ class _DrainingServer(uvicorn.Server):
         name = signal.Signals(sig).name
         logger.info("%s: draining (up to %g s for running runs)", name, self.context.drain_timeout)
         self.draining = asyncio.ensure_future(self._drain(sig))
+        # The promise is an exit within the drain timeout plus a few seconds: should a step of the shutdown
+        # hang, say where, and exit all the same.
+        watchdog = threading.Timer(self.context.drain_timeout + STUCK_SHUTDOWN_SECONDS, self._stuck)
+        watchdog.daemon = True
+        watchdog.start()
 
     async def _drain(self, sig: int) -> None:
         try:
@@ -280,6 +290,19 @@ class _DrainingServer(uvicorn.Server):
         finally:
             self.context.stopping.set()
             super().handle_exit(sig, None)
+
+    def _stuck(self) -> None:
+        logger.error(
+            "the shutdown is stuck %g s after the drain timeout; exiting now. Where each task waits:",
+            STUCK_SHUTDOWN_SECONDS,
+        )
+        loop = self.loop
+        with contextlib.suppress(Exception):  # best effort, from another thread: the loop may be blocked
+            for task in list(asyncio.all_tasks(loop)) if loop is not None else []:
+                task.print_stack(limit=12, file=sys.stderr)
+        faulthandler.dump_traceback(all_threads=True)
+        sys.stderr.flush()
+        os._exit(1)
 
     def _hurry(self, sig: int) -> None:
         logger.info("%s again: cancelling running runs and closing every stream", signal.Signals(sig).name)
