@@ -461,6 +461,12 @@ def test_bad_input_is_one_line_and_exit_2(args: list[str], message: str) -> None
         (["serve", "--host", "0.0.0.0"], "refusing to listen on '0.0.0.0' without a token"),
         (["serve", "--bus", "kafka://x"], "unknown bus 'kafka://x': use 'memory' or a Redis URL"),
         (["serve", "--bus", "redis://127.0.0.1:1/0"], "cannot reach the Redis bus at redis://127.0.0.1:1/0"),
+        (["serve", "--durable", "postgresql://127.0.0.1/x"], "--durable needs a Redis bus the fleet shares"),
+        (["serve", "--agent", "nomodule"], "--agent 'nomodule': expected MODULE:NAME"),
+        (["serve", "--agent", "no_such_module_here:agent"], "--agent 'no_such_module_here:agent': No module named"),
+        (["serve", "--agent", "json:loads"], "--agent 'json:loads' is neither an agent nor a function of no arguments"),
+        (["serve", "--agent", "json:__name__"], "--agent 'json:__name__' is a str, not a Pydantic AI agent"),
+        (["serve", "--agent", "pydantic_deep:create_deep_agent", "--model", "demo"], "give --agent or --model"),
         (["serve", "--max-runs", "0"], "Invalid value for '--max-runs' (env var: 'PYDANTIC_DEEP_MAX_RUNS')"),
         (["serve", "--run-timeout", "0"], "run_timeout must be a positive number of seconds or None, got 0.0"),
         (["serve", "--idle-timeout", "-1"], "idle_timeout must be a positive number of seconds or None"),
@@ -486,6 +492,32 @@ def test_bad_input_in_process(
     assert err.startswith(f"pydantic-deep: error: {message}")
 
 
+def test_serve_durable_without_postgres_is_one_line_and_exit_2(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from _fleet_helpers import REDIS_URL, redis_or_skip
+
+    redis_or_skip()
+    monkeypatch.delenv("PYDANTIC_DEEP_MODEL", raising=False)
+    for durable, message in [
+        (
+            "postgresql://postgres@127.0.0.1:1/x",
+            "cannot reach the durable store (PostgreSQL) at postgresql://postgres@127.0.0.1:1/x",
+        ),
+        (
+            "postgresql://me:secret@127.0.0.1:1/x",
+            "cannot reach the durable store (PostgreSQL) at postgresql://me:***@127.0.0.1:1/x",
+        ),
+        ("mysql://127.0.0.1/x", "durable mode needs a PostgreSQL URL (postgresql://...), got 'mysql://127.0.0.1/x'"),
+    ]:
+        with pytest.raises(SystemExit) as exit_info:
+            main(["serve", "--bus", REDIS_URL, "--durable", durable])
+        out, err = capsys.readouterr()
+        assert (exit_info.value.code, out, len(err.splitlines())) == (2, "", 1), err
+        assert err.startswith(f"pydantic-deep: error: {message}")
+        assert "secret" not in err
+
+
 def test_serve_reads_every_setting_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     import pydantic_deep.server as server_module
 
@@ -498,6 +530,7 @@ def test_serve_reads_every_setting_from_the_environment(monkeypatch: pytest.Monk
         "MAX_REQUEST_BYTES": "1000", "KEEPALIVE": "3", "LEASE": "4", "FLUSH_INTERVAL": "0",
         "CORS_ORIGINS": "http://localhost:3000,https://app.example.com", "ALLOWED_HOSTS": "a.example b.example",
         "TOKENS_FILE": "/etc/pydantic-deep/tokens", "REQUIRE_APPROVAL": "send_invoice,delete_file",
+        "AGENT": "myapp.agents:support", "DURABLE": "postgresql://db/agents", "DURABLE_WORKER": "false",
     }  # fmt: skip
     for name, value in settings.items():
         monkeypatch.setenv(f"PYDANTIC_DEEP_{name}", value)
@@ -512,6 +545,7 @@ def test_serve_reads_every_setting_from_the_environment(monkeypatch: pytest.Monk
             keepalive_seconds=3.0, lease_seconds=4.0, flush_interval=0.0,
             cors_origins=["http://localhost:3000", "https://app.example.com"], allowed_hosts=["a.example", "b.example"],
             tokens_file="/etc/pydantic-deep/tokens", require_approval=["send_invoice", "delete_file"],
+            agent="myapp.agents:support", durable="postgresql://db/agents", durable_worker=False,
         )
     ]  # fmt: skip
 

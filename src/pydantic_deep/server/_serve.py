@@ -183,7 +183,12 @@ def load_agent(spec: str) -> AbstractAgent[Any, Any]:
     except (ImportError, AttributeError) as exc:
         raise ServerConfigError(f"--agent {spec!r}: {exc}") from None
     if not isinstance(found, AbstractAgent) and callable(found):
-        found = found()
+        try:
+            found = found()
+        except TypeError as exc:
+            raise ServerConfigError(
+                f"--agent {spec!r} is neither an agent nor a function of no arguments: {exc}"
+            ) from None
     if not isinstance(found, AbstractAgent):
         raise ServerConfigError(f"--agent {spec!r} is a {type(found).__name__}, not a Pydantic AI agent")
     return cast("AbstractAgent[Any, Any]", found)
