@@ -119,6 +119,19 @@ def durable_fleet(database: str, directory: Path) -> Iterator[DurableFleet]:
             server.stop()
 
 
+async def queue_state(database: str, run_id: str) -> str:
+    """The state of the run's task in pgtask's queue."""
+    import psycopg
+    from pgtask import Client
+
+    with psycopg.connect(database) as connection:
+        row = connection.execute("SELECT task_id FROM pydantic_deep.runs WHERE run_id = %s", (run_id,)).fetchone()
+    assert row is not None
+    result = await (await Client.connect(database)).task_result(row[0])
+    assert result is not None
+    return result.state
+
+
 def folded(events: list[dict[str, Any]]) -> RunState:
     state = RunState()
     for event in events:
@@ -269,8 +282,9 @@ async def test_a_run_cancelled_while_no_process_runs_it_is_cancelled_for_good(da
             assert events[-1]["event_type"] == "agent_end" and events[-1]["data"]["status"] == "cancelled"
             assert [e["seq"] for e in events] == list(range(len(events)))
             assert (await http.get(f"{other.url}/runs/{run_id}")).json()["status"] == "cancelled"
-        # Not run again: the call in flight at the kill ran once.
+        # Not run again: the call in flight at the kill ran once, and the queue holds the run no more.
         assert [label for label, _, _ in the_fleet.effects()] == [prompt]
+        assert await queue_state(database, run_id) in ("succeeded", "cancelled")
 
 
 async def test_the_next_turn_of_a_durable_conversation_finds_the_files_the_last_one_wrote(
@@ -358,3 +372,30 @@ async def test_a_vercel_ai_chat_following_a_run_across_a_takeover_gets_the_answe
         after = [part["text"] for part in message["parts"][resumed:] if part["type"] == "text"]
         assert "".join(after) == ANSWER
         assert message["metadata"]["pydantic_deep"]["status"] == "succeeded"
+
+
+async def test_a_durable_run_cancelled_while_it_runs_ends_cancelled_and_is_not_run_again(
+    database: str, tmp_path: Path
+) -> None:
+    with durable_fleet(database, tmp_path) as the_fleet:
+        a, b = the_fleet.start(count=2)
+        prompt = "mid-tool four"
+        async with httpx.AsyncClient(timeout=60) as http:
+            run_id = (await http.post(f"{a.url}/runs", json={"prompt": prompt})).json()["run_id"]
+            owner = the_fleet.by_pid(await the_fleet.reached(f"{prompt}-tool"))
+            other = b if owner is a else a
+            cancelled = await http.post(f"{other.url}/runs/{run_id}/cancel")  # its owner hears it on the bus
+            assert cancelled.status_code == 202
+            events = await Follower(other.url, run_id).to_end(http)
+            assert [e["seq"] for e in events] == list(range(len(events)))
+            assert events[-1]["event_type"] == "agent_end" and events[-1]["data"]["status"] == "cancelled"
+            assert [e["event_type"] for e in events[-2:]] == ["tool_end", "agent_end"]  # the call in flight closed
+            assert (await http.get(f"{owner.url}/runs/{run_id}")).json()["status"] == "cancelled"
+            # Over for good: the owner stopping (a deploy) hands nothing back, so nobody runs it again.
+            owner.signal(signal.SIGTERM)
+            assert the_fleet.stopped(owner) == 0, the_fleet.outputs()
+            the_fleet.open(f"{prompt}-tool")
+            assert (await http.get(f"{other.url}/runs/{run_id}")).json()["status"] == "cancelled"
+        assert await queue_state(database, run_id) == "succeeded"  # its task is over: no process claims it again
+        assert "handed over" not in owner.output()
+        assert [label for label, _, _ in the_fleet.effects()] == [prompt]
