@@ -91,6 +91,14 @@ class DurableFleet:
     def open(self, gate: str) -> None:
         (self.dir / f"{gate}.open").touch()
 
+    def kill(self, server: Server, *, then_open: str | None = None) -> None:
+        """`kill -9` the process, wait until it is gone, then open the gate its run stopped at (if given):
+        the process that goes on with the run passes it."""
+        server.proc.send_signal(signal.SIGKILL)
+        server.wait(30)
+        if then_open is not None:
+            self.open(then_open)
+
     def stopped(self, server: Server) -> int:
         """`server`'s exit status once it has stopped (a drain takes a few seconds at most)."""
         try:
@@ -150,6 +158,11 @@ def without_void(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return kept
 
 
+def void_of(events: list[dict[str, Any]], resumed: dict[str, Any]) -> list[dict[str, Any]]:
+    """The events `resumed` (a `run_resumed`) declares void."""
+    return [e for e in events if resumed["data"]["void_after_seq"] < e["seq"] < resumed["seq"]]
+
+
 def assert_resumed_run(events: list[dict[str, Any]]) -> dict[str, Any]:
     """A run taken over once: contiguous seq, one `run_resumed`, calls paired and the answer whole once void
     events are dropped; the answer is what an uninterrupted run gives. Returns the `run_resumed` event."""
@@ -184,14 +197,12 @@ async def test_kill_9_mid_answer_the_run_goes_on_in_another_process_and_its_stre
             follower = Follower(watcher.url, run_id)
             before = await follower.until(http, "llm_chunk")  # the answer has begun streaming
             assert before["data"]["text"] == "Part one, "
-            owner.proc.send_signal(signal.SIGKILL)
-            owner.wait(30)
-            the_fleet.open(f"{prompt}-answer")
+            the_fleet.kill(owner, then_open=f"{prompt}-answer")
             events = await follower.to_end(http)
             resumed = assert_resumed_run(events)
             # Settled: three model requests and the three tool calls; the cut answer's text is void.
             assert resumed["data"]["from_step"] == 3 and resumed["data"]["attempt"] == 2
-            void = [e for e in events if resumed["data"]["void_after_seq"] < e["seq"] < resumed["seq"]]
+            void = void_of(events, resumed)
             assert [e["event_type"] for e in void] == ["llm_chunk", "llm_chunk"]
             assert len(void) == resumed["data"]["void_events"]
             status = (await http.get(f"{watcher.url}/runs/{run_id}")).json()
@@ -213,13 +224,11 @@ async def test_kill_9_mid_tool_the_tool_runs_again_with_its_call_id_and_the_work
             follower = Follower(watcher.url, run_id)
             started = await follower.until(http, "tool_start")
             assert started["data"]["tool_call_id"] == "call-write"
-            owner.proc.send_signal(signal.SIGKILL)
-            owner.wait(30)
-            the_fleet.open(f"{prompt}-tool")
+            the_fleet.kill(owner, then_open=f"{prompt}-tool")
             events = await follower.to_end(http)
             resumed = assert_resumed_run(events)  # the answer quotes notes.md: written before the kill
             assert resumed["data"]["from_step"] == 2  # write_file settled with its model requests
-            void = [e for e in events if resumed["data"]["void_after_seq"] < e["seq"] < resumed["seq"]]
+            void = void_of(events, resumed)
             assert [(e["event_type"], e["data"]["tool_call_id"]) for e in void] == [("tool_start", "call-record")]
             writes = [e for e in events if e["event_type"] == "tool_start" and e["data"]["tool_name"] == "write_file"]
             assert len(writes) == 1  # a finished call is not run again
@@ -273,8 +282,7 @@ async def test_a_run_cancelled_while_no_process_runs_it_is_cancelled_for_good(da
             run_id = (await http.post(f"{a.url}/runs", json={"prompt": prompt})).json()["run_id"]
             owner = the_fleet.by_pid(await the_fleet.reached(f"{prompt}-tool"))
             other = b if owner is a else a
-            owner.proc.send_signal(signal.SIGKILL)
-            owner.wait(30)
+            the_fleet.kill(owner)
             cancelled = await http.post(f"{other.url}/runs/{run_id}/cancel")
             assert cancelled.status_code == 202
             the_fleet.open(f"{prompt}-tool")
@@ -319,9 +327,7 @@ async def client_across_a_takeover(
     printed: list[dict[str, Any]] = []
     while not printed or not begun(printed[-1]):  # handshake: the client has the answer's first half
         printed.append(json.loads(await node.stdout.readline()))
-    owner.proc.send_signal(signal.SIGKILL)
-    owner.wait(30)
-    the_fleet.open(f"{prompt}-answer")
+    the_fleet.kill(owner, then_open=f"{prompt}-answer")
     printed += [json.loads(line) for line in (await node.stdout.read()).decode().splitlines()]
     assert await node.wait() == 0
     return printed
