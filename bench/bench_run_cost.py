@@ -1,11 +1,13 @@
 """The fixed cost of one run: the demo run (no token delay) by `agent.run()`, streamed in process by
 `run_stream`, and through a real `pydantic-deep serve` process (POST /runs, then its SSE events).
 
-CPU seconds, not wall time: in process, this process's CPU per run (median of several batches, the three
-ways alternating); for the server, the server process's own CPU per run (from /proc), so the client's
+CPU seconds, not wall time: in process, this process's CPU per run (median of several rounds, the ways
+taking turns run by run); for the server, the server process's own CPU per run (from /proc), so the client's
 work is left out.
 
-    make bench        # or: .venv/bin/python bench/bench_run_cost.py [--runs 40] [--batches 5]
+Pydantic AI's own ways of streaming the same run are printed next to ours for reference.
+
+    make bench        # or: .venv/bin/python bench/bench_run_cost.py [--runs 20] [--rounds 7]
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ import os
 import statistics
 import subprocess
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterable, Awaitable, Callable
 
 import httpx
+from pydantic_ai import RunContext
+from pydantic_ai.messages import AgentStreamEvent
 
 from _processes import serve
 from pydantic_deep import DeepAgentDeps, create_deep_agent
@@ -37,14 +41,43 @@ async def by_stream() -> None:
         pass
 
 
+async def by_pydantic_ai_events() -> None:
+    """Pydantic AI's own event stream of the same run, for reference."""
+    async with AGENT.run_stream_events(PROMPT, deps=DeepAgentDeps()) as events:
+        async for _ in events:
+            pass
+
+
+async def by_event_handler() -> None:
+    """`agent.run()` with an `event_stream_handler` that drops the events: Pydantic AI's cheapest stream."""
+
+    async def handler(ctx: RunContext[DeepAgentDeps], events: AsyncIterable[AgentStreamEvent]) -> None:
+        async for _event in events:
+            pass
+
+    await AGENT.run(PROMPT, deps=DeepAgentDeps(), event_stream_handler=handler)
+
+
 AGENT = create_deep_agent(demo_model(delay=0))
 
 
-async def batch_cpu(run: Callable[[], Awaitable[None]], runs: int) -> float:
-    start = time.process_time()
+IN_PROCESS: dict[str, Callable[[], Awaitable[None]]] = {
+    "agent.run()": by_run,
+    "run_stream": by_stream,
+    "Pydantic AI run_stream_events": by_pydantic_ai_events,
+    "agent.run(event_stream_handler)": by_event_handler,
+}
+
+
+async def in_process_round(runs: int) -> dict[str, float]:
+    """CPU ms per run of each way, the ways taking turns run by run (drift hits all alike)."""
+    spent = dict.fromkeys(IN_PROCESS, 0.0)
     for _ in range(runs):
-        await run()
-    return (time.process_time() - start) / runs * 1000
+        for name, run in IN_PROCESS.items():
+            start = time.process_time()
+            await run()
+            spent[name] += time.process_time() - start
+    return {name: seconds / runs * 1000 for name, seconds in spent.items()}
 
 
 def server_cpu_seconds(pid: int) -> float:
@@ -70,30 +103,37 @@ def start_server() -> tuple[subprocess.Popen[bytes], str]:
 
 async def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--runs", type=int, default=40, help="runs per batch")
-    parser.add_argument("--batches", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=20, help="runs of each way per round")
+    parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args()
     server, url = start_server()
+    rounds: list[dict[str, float]] = []
     try:
-        await by_run()  # warm up
-        await by_stream()
+        for run in IN_PROCESS.values():  # warm up
+            await run()
         await server_runs(url, 3)
-        cost: dict[str, list[float]] = {"agent.run()": [], "run_stream": [], "server": []}
-        for _ in range(args.batches):
-            cost["agent.run()"].append(await batch_cpu(by_run, args.runs))
-            cost["run_stream"].append(await batch_cpu(by_stream, args.runs))
+        for _ in range(args.rounds):
+            cost = await in_process_round(args.runs)
             before = server_cpu_seconds(server.pid)
             await server_runs(url, args.runs)
-            cost["server"].append((server_cpu_seconds(server.pid) - before) / args.runs * 1000)
+            cost["server"] = (server_cpu_seconds(server.pid) - before) / args.runs * 1000
+            rounds.append(cost)
     finally:
         server.terminate()
         server.wait(timeout=30)
-    median = {name: statistics.median(values) for name, values in cost.items()}
-    run, stream, served = median["agent.run()"], median["run_stream"], median["server"]
-    print(f"the demo run's fixed cost, CPU ms per run (median of {args.batches} batches of {args.runs})")
-    print(f"  agent.run()               {run:7.2f}")
-    print(f"  run_stream (in process)   {stream:7.2f}   {stream / run:.2f}x agent.run()")
-    print(f"  pydantic-deep serve       {served:7.2f}   {served / stream:.2f}x run_stream")
+
+    def median(name: str) -> float:
+        return statistics.median(r[name] for r in rounds)
+
+    def ratio(name: str, base: str) -> float:  # the median of the rounds' own ratios
+        return statistics.median(r[name] / r[base] for r in rounds)
+
+    print(f"the demo run's fixed cost, CPU ms per run (median of {args.rounds} rounds of {args.runs} runs each way)")
+    print(f"  agent.run()                       {median('agent.run()'):7.2f}")
+    for name in ("run_stream", "Pydantic AI run_stream_events", "agent.run(event_stream_handler)"):
+        print(f"  {name:32}  {median(name):7.2f}   {ratio(name, 'agent.run()'):.2f}x agent.run()")
+    served = ratio("server", "run_stream")
+    print(f"  pydantic-deep serve               {median('server'):7.2f}   {served:.2f}x run_stream")
 
 
 if __name__ == "__main__":

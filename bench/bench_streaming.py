@@ -2,7 +2,8 @@
 
 The scripted run: one tool call, then N four-character text chunks, the model yielding to the event
 loop after each chunk as a network stream does. Reported: microseconds per text chunk (median of 7),
-our ratio to raw `run_stream_events`, and peak traced memory at 20,000 and 200,000 chunks.
+our ratio to raw `run_stream_events`, the model's own `StreamedResponse` iterated alone (no agent run:
+the floor every stream on Pydantic AI's models pays), and peak traced memory at 20,000 and 200,000 chunks.
 
     make bench            # or: .venv/bin/python bench/bench_streaming.py [--chunks 2000] [--repeats 7]
 """
@@ -18,7 +19,8 @@ import tracemalloc
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from pydantic_ai import Agent
-from pydantic_ai.messages import ModelMessage, ModelRequest, ToolReturnPart
+from pydantic_ai.messages import ModelMessage, ModelRequest, ToolReturnPart, UserPromptPart
+from pydantic_ai.models import ModelRequestParameters
 from pydantic_ai.models.function import AgentInfo, DeltaToolCall, DeltaToolCalls, FunctionModel
 
 from pydantic_deep.streaming import run_stream
@@ -41,6 +43,18 @@ def scripted_agent(chunks: int) -> Agent[None, str]:
         return key
 
     return agent
+
+
+async def model_stream_alone(agent: Agent[None, str]) -> int:
+    """The floor: the scripted model's own `StreamedResponse` for the text request, no agent run around it."""
+    model = agent.model
+    assert isinstance(model, FunctionModel)
+    request = ModelRequest(parts=[UserPromptPart("go"), ToolReturnPart("lookup", "k", tool_call_id="t1")])
+    count = 0
+    async with model.request_stream([request], None, ModelRequestParameters()) as response:
+        async for _ in response:
+            count += 1
+    return count
 
 
 async def raw_pydantic_ai(agent: Agent[None, str]) -> int:
@@ -70,7 +84,11 @@ async def timed(runner: Runner, agent: Agent[None, str]) -> tuple[float, int]:
 
 async def speed(chunks: int, repeats: int) -> None:
     agent = scripted_agent(chunks)
-    runners: dict[str, Runner] = {"pydantic-ai run_stream_events": raw_pydantic_ai, "pydantic-deep run_stream": ours}
+    runners: dict[str, Runner] = {
+        "pydantic-ai run_stream_events": raw_pydantic_ai,
+        "pydantic-deep run_stream": ours,
+        "the model's own stream (floor)": model_stream_alone,
+    }
     for runner in runners.values():  # warm-up
         await runner(scripted_agent(50))
     times: dict[str, list[float]] = {name: [] for name in runners}
@@ -85,7 +103,11 @@ async def speed(chunks: int, repeats: int) -> None:
     for name, median in medians.items():
         print(f"{name:34} {median / chunks * 1e6:9.2f} {counts[name]:7d} {median / counts[name] * 1e6:9.2f}")
     raw, deep = medians["pydantic-ai run_stream_events"], medians["pydantic-deep run_stream"]
+    floor = medians["the model's own stream (floor)"] / counts["the model's own stream (floor)"] * 1e6
     print(f"ratio ours/raw: {deep / raw:.3f}   overhead per chunk: {(deep - raw) / chunks * 1e6:+.2f} µs")
+    # Every event of a run comes out of the model's StreamedResponse first: what it costs alone bounds any
+    # stream built on Pydantic AI's models from below.
+    print(f"ours above the model's own stream: {deep / counts['pydantic-deep run_stream'] * 1e6 - floor:+.2f} µs/event")
 
 
 async def peak_memory(runner: Runner, chunks: int) -> int:
