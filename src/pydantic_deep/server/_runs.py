@@ -375,6 +375,8 @@ class RunRegistry:
         self.require_approval = list(require_approval)
         self.draining = False
         self._runs: dict[str, RunRecord] = {}
+        self._finished: dict[str, RunRecord] = {}
+        """The finished runs of `_runs`, in the order they finished: pruning looks at the oldest only."""
         self._remote: OrderedDict[str, RunRecord] = OrderedDict()
         self._running = 0
         self._prune_timer: asyncio.TimerHandle | None = None
@@ -673,6 +675,7 @@ class RunRegistry:
             if record.handed_over:
                 self._settle(record)
                 self._runs.pop(run_id, None)
+                self._finished.pop(run_id, None)
                 await self._flush(run_id, outbox)
                 await self.bus.hand_over(run_id)
                 logger.warning("run %s: handed over to another process of the fleet (this one stops)", run_id)
@@ -786,6 +789,7 @@ class RunRegistry:
         if record.finished_monotonic is None:
             record.finished_monotonic = time.monotonic()
             self._running -= 1
+            self._finished[record.run_id] = record
 
     async def get(self, run_id: str) -> RunRecord | None:
         await self.prune()
@@ -961,19 +965,26 @@ class RunRegistry:
     # ---- retention -------------------------------------------------------------------------------------
 
     async def prune(self) -> None:
-        """Drop finished runs past the retention time, and the oldest beyond the retained count, with their logs."""
+        """Drop finished runs past the retention time, and the oldest beyond the retained count, with their logs.
+
+        Looks at the oldest finished runs only, up to the first it keeps: the cost of a prune does not grow
+        with the number of runs retained (every request prunes).
+        """
         now = time.monotonic()
-        finished = sorted(
-            (r for r in self._runs.values() if r.finished_monotonic is not None and (r.task is None or r.task.done())),
-            key=lambda r: r.finished_monotonic or 0.0,
-        )
-        excess = len(finished) - self.max_retained_runs
-        dropped: list[str] = []
-        for index, record in enumerate(finished):
+        excess = len(self._finished) - self.max_retained_runs
+        due: list[RunRecord] = []
+        for index, record in enumerate(self._finished.values()):
             assert record.finished_monotonic is not None
-            if index < excess or now - record.finished_monotonic >= self.retention_seconds:
-                del self._runs[record.run_id]
-                dropped.append(record.run_id)
+            if index >= excess and now - record.finished_monotonic < self.retention_seconds:
+                break  # every later one finished later still
+            due.append(record)
+        dropped: list[str] = []
+        for record in due:
+            if record.task is not None and not record.task.done():
+                continue  # still writing the end of its log: the next prune takes it
+            del self._runs[record.run_id]
+            del self._finished[record.run_id]
+            dropped.append(record.run_id)
         self._schedule_prune()
         for run_id in dropped:
             await self.bus.discard(run_id)
@@ -982,14 +993,14 @@ class RunRegistry:
 
     def _schedule_prune(self) -> None:
         """Arm the one timer for when the earliest finished run is due to be dropped."""
-        first = min(
-            (r.finished_monotonic for r in self._runs.values() if r.finished_monotonic is not None), default=None
-        )
+        oldest = next(iter(self._finished.values()), None)
         if self._prune_timer is not None:
             self._prune_timer.cancel()
             self._prune_timer = None
-        if first is None:
+        if oldest is None:
             return
+        first = oldest.finished_monotonic
+        assert first is not None
         loop = asyncio.get_running_loop()
 
         def fire() -> None:
