@@ -300,3 +300,27 @@ async def test_a_run_keeps_its_events_while_the_bus_is_away_and_is_stopped_past_
     assert "more than 3 events" in events[-2]["data"]["error"]
     assert events[-1]["event_type"] == "agent_end" and events[-1]["data"]["status"] == "failed"
     assert status["status"] == "failed"
+
+
+class CancelSwallowingBus(InMemoryEventBus):
+    """Its lease renewal turns a cancellation that lands in it into a connection error, as a Redis client can."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.renewing = asyncio.Event()
+
+    async def renew(self, owner: str, run_ids: Collection[str], seconds: float) -> None:
+        self.renewing.set()
+        try:
+            await asyncio.Event().wait()  # a renewal that is slow to answer
+        except asyncio.CancelledError:
+            raise BusUnavailableError("connection closed while reading") from None
+
+
+async def test_shutdown_ends_background_work_whose_bus_turns_the_cancellation_into_an_error() -> None:
+    bus = CancelSwallowingBus()
+    app = create_app(Script(["x"]).agent(), bus=bus, lease_seconds=0.04)
+    async with asyncio.timeout(30):  # the shutdown used to wait forever on the lease task
+        async with client(app):
+            await bus.renewing.wait()  # the lease task is inside the bus when the server shuts down
+    assert not [t for t in asyncio.all_tasks() if t.get_name() == "pydantic-deep leases"]

@@ -33,6 +33,7 @@ from collections.abc import AsyncGenerator, Awaitable, Collection, Mapping, Sequ
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
+from .._aio import raise_if_cancelling
 from ..streaming.types import AnyStreamEvent, StreamEvent
 from ._log import LogCopy
 from ._protocol import BusUnavailableError, EventBatch, UnknownRunError, run_end_meta, sse_event_frame
@@ -339,6 +340,7 @@ class RedisEventBus:
                     missing_since = None
                 failures = 0
             except Exception as exc:
+                raise_if_cancelling()
                 if not mirror.ready.is_set():
                     mirror.error = exc
                     break
@@ -451,6 +453,7 @@ class RedisEventBus:
                 reply = await self._redis.xread({key: last_id}, block=block)
                 failures = 0
             except Exception as exc:
+                raise_if_cancelling()
                 failures += 1
                 if failures == 1:
                     logger.warning("lost Redis while listening for control messages (%s); retrying", exc)

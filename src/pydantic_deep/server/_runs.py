@@ -42,6 +42,7 @@ from pydantic_ai.models import Model
 from pydantic_ai.toolsets import AbstractToolset
 from pydantic_ai.workspaces import WorkspaceBackend
 
+from .._aio import raise_if_cancelling
 from ..backends import StateBackend
 from ..budget import Budget
 from ..bus import BusUnavailableError, EventBus, InMemoryEventBus, UnknownRunError
@@ -311,6 +312,7 @@ class _Outbox:
             try:
                 await self.bus.append_many(self.run_id, batch)
             except BusUnavailableError as exc:
+                raise_if_cancelling()
                 failures += 1
                 if self.unavailable_since is None:
                     self.unavailable_since = time.monotonic()
@@ -908,8 +910,10 @@ class RunRegistry:
                     if run_id not in self._runs and await self._lost(run_id):
                         await self._end_lost_run(run_id)
             except BusUnavailableError:
+                raise_if_cancelling()
                 continue  # the outbox and followers report it; try again next time
             except Exception:
+                raise_if_cancelling()
                 logger.exception("lease upkeep failed; retrying")
 
     async def _lost(self, run_id: str) -> bool:
