@@ -88,7 +88,9 @@ def main(port: int, chunks: int, flush_interval: float) -> None:
     async def cpu() -> JSONResponse:  # pyright: ignore[reportUnusedFunction]
         return JSONResponse({"cpu": time.process_time()})
 
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+    # Keep idle connections as long as a round lasts: with uvicorn's 5 s default, the client could reuse a
+    # pooled connection at the moment the server closes it (the keep-alive race), and a round would fail.
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", timeout_keep_alive=600)
 
 
 if __name__ == "__main__":
