@@ -640,3 +640,117 @@ async def test_run_timeout_ends_the_run_failed_while_it_streams_and_bad_limits_a
     for bad in ({"run_timeout": 0}, {"idle_timeout": -1.0}):
         with pytest.raises(ValueError, match="must be a positive number of seconds"):
             await anext(run_stream(agent, "count", DeepAgentDeps(), **bad))  # pyright: ignore[reportArgumentType]
+
+
+# ---- the model's events, pulled by the consumer -----------------------------------------------------------
+
+
+class MidAnswer:
+    """A model that says "a", "b", then stops mid-answer until `resume` is set; says how its stream ended."""
+
+    def __init__(self) -> None:
+        self.stalled = asyncio.Event()
+        self.resume = asyncio.Event()
+        self.closed: str | None = None
+        self.stream_state: Any = "unread"
+
+    def agent(self) -> Agent[None, str]:
+        from pydantic_deep.streaming.capability import CURRENT_STREAM
+
+        async def model(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str]:
+            try:
+                yield "a"
+                self.stream_state = CURRENT_STREAM.get()  # the run's context, though the consumer pulls
+                yield "b"
+                self.stalled.set()
+                await self.resume.wait()
+                yield "c"
+                self.closed = "finished"
+            except asyncio.CancelledError:
+                self.closed = "cancelled"
+                raise
+            except GeneratorExit:
+                self.closed = "closed"
+                raise
+
+        return Agent(FunctionModel(stream_function=model))
+
+
+async def test_a_cancellation_token_mid_answer_ends_the_run_cancelled_and_leaves_the_consumer_alone() -> None:
+    model = MidAnswer()
+    token = CancellationToken()
+    events: list[StreamEvent] = []
+    async for event in run_stream(model.agent(), "go", cancellation_token=token):
+        events.append(event)
+        if event.event_type is StreamEventType.LLM_CHUNK and event.data["text"] == "b":
+            token.cancel()  # the run's task is cancelled while this consumer is about to pull the next event
+    assert [(e.event_type.value, e.data.get("text") or e.data.get("status")) for e in events] == [
+        ("agent_start", None),
+        ("llm_chunk", "a"),
+        ("llm_chunk", "b"),
+        ("agent_end", "cancelled"),
+    ]
+    assert model.closed in ("cancelled", "closed") and model.stream_state is not None
+    assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
+    assert other_tasks() == set()
+
+
+async def test_a_cancellation_token_while_the_consumer_waits_inside_the_model_stream() -> None:
+    model = MidAnswer()
+    token = CancellationToken()
+    events: list[StreamEvent] = []
+
+    async def cancel_once_stalled() -> None:
+        await model.stalled.wait()  # the consumer is inside the model's stream, waiting for "c"
+        token.cancel()
+
+    canceller = asyncio.create_task(cancel_once_stalled())
+    async for event in run_stream(model.agent(), "go", cancellation_token=token):
+        events.append(event)
+    await canceller
+    assert [e.event_type.value for e in events] == ["agent_start", "llm_chunk", "llm_chunk", "agent_end"]
+    assert events[-1].data["status"] == "cancelled" and model.closed == "cancelled"
+    assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
+    assert other_tasks() == set()
+
+
+async def test_the_idle_timeout_ends_a_model_that_stops_mid_answer() -> None:
+    from pydantic_deep.streaming import IdleTimeoutError
+
+    model = MidAnswer()
+    events: list[StreamEvent] = []
+    with pytest.raises(IdleTimeoutError):
+        async for event in run_stream(model.agent(), "go", idle_timeout=0.2):
+            events.append(event)
+    assert [e.event_type.value for e in events] == ["agent_start", "llm_chunk", "llm_chunk", "error", "agent_end"]
+    assert events[-2].data["exception_type"] == "IdleTimeoutError" and events[-1].data["status"] == "failed"
+    assert model.closed == "cancelled"
+    assert other_tasks() == set()
+
+
+async def test_cancelling_the_consumer_inside_the_model_stream_cancels_the_run() -> None:
+    model = MidAnswer()
+    chunks: list[str] = []
+
+    async def consume() -> None:
+        async for event in run_stream(model.agent(), "go"):
+            if event.event_type is StreamEventType.LLM_CHUNK:
+                chunks.append(event.data["text"])
+
+    consumer = asyncio.create_task(consume())
+    await model.stalled.wait()  # the consumer waits inside the model's stream
+    consumer.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await consumer
+    assert chunks == ["a", "b"] and model.closed == "cancelled"
+    assert other_tasks() == set()
+
+
+async def test_leaving_mid_answer_closes_the_model_stream() -> None:
+    model = MidAnswer()
+    async with aclosing(run_stream(model.agent(), "go")) as events:
+        async for event in events:
+            if event.event_type is StreamEventType.LLM_CHUNK and event.data["text"] == "b":
+                break
+    assert model.closed in ("cancelled", "closed")
+    assert other_tasks() == set()

@@ -2,9 +2,10 @@
 
 The run executes in a task of its own (so a `CancellationToken`, which cancels the task driving the run,
 never lands in the consumer's code) and hands each translated event to the consumer through a
-`Handoff`: it waits until the event is taken before it goes on. Leaving the iterator early cancels that
-task and waits for it, so no model request, tool or task outlives the stream. What each engine event
-becomes is `_translate`'s business.
+`Handoff`: it waits until the event is taken before it goes on. A model response's own events are not
+handed over one by one: the consumer pulls them from the model's stream itself (see `ModelEvents`).
+Leaving the iterator early cancels that task and waits for it, so no model request, tool or task
+outlives the stream. What each engine event becomes is `_translate`'s business.
 """
 
 from __future__ import annotations
@@ -43,7 +44,15 @@ from ..tracing import TraceContext
 from ._handoff import Handoff
 from ._translate import RunView, Translator
 from .approvals import ApprovalBroker, ApprovalCallback, ApprovalPolicy, policy_picker, require_approval
-from .capability import CURRENT_STREAM, ModelTap, StreamState, StreamTap, SubagentStreamEvent
+from .capability import (
+    CURRENT_STREAM,
+    ModelEvents,
+    ModelEventsAborted,
+    ModelTap,
+    StreamState,
+    StreamTap,
+    SubagentStreamEvent,
+)
 from .types import (
     DEFERRED_CALL_ERROR,
     AgentEndData,
@@ -175,6 +184,14 @@ def _cost(usage: RunUsage) -> float | None:
 _END: Any = object()
 
 
+@dataclass(slots=True)
+class _ModelResponse:
+    """A model response the consumer pulls itself (see `ModelEvents`), with the run's translation."""
+
+    events: ModelEvents
+    translate: Callable[[AgentStreamEvent], AnyStreamEvent | None]
+
+
 _DECISIONS = frozenset(
     {StreamEventType.APPROVAL_REQUIRED, StreamEventType.APPROVAL_RESOLVED, StreamEventType.GUARDRAIL}
 )
@@ -236,6 +253,22 @@ async def stream_run(
                 break
             if isinstance(item, BaseException):
                 raise item
+            if isinstance(item, _ModelResponse):
+                # A model response's events: pulled here, in the consumer's task, one per event asked for.
+                events, translate = item.events, item.translate
+                while True:
+                    try:
+                        event = await events
+                    except (StopAsyncIteration, ModelEventsAborted):
+                        events.finish()
+                        break
+                    except Exception as exc:  # the run's model failed: the run reports it, in order
+                        events.finish(exc)
+                        break
+                    translated = translate(event)
+                    if translated is not None:
+                        yield translated
+                continue
             yield item
     finally:
         if not task.done():
@@ -284,14 +317,20 @@ async def _drive(
     live = False
     """Whether the model request in progress streamed from inside its durable step (see `durability`)."""
 
-    async def model_event(event: AgentStreamEvent) -> None:
+    def translate_model_event(event: AgentStreamEvent) -> AnyStreamEvent | None:
         nonlocal live
         live = True
         if deadlines is not None:
             deadlines.touch()
-        translated = tr.translate(event, root)
+        return tr.translate(event, root)
+
+    async def model_event(event: AgentStreamEvent) -> None:
+        translated = translate_model_event(event)
         if translated is not None:
             await put(translated)
+
+    async def hand_over(events: ModelEvents) -> None:
+        await handoff.put(_ModelResponse(events, translate_model_event))
 
     async def stream_live(_: Any, events: AsyncIterable[AgentStreamEvent]) -> None:
         async for event in events:
@@ -303,7 +342,7 @@ async def _drive(
     tap = (
         options.durability(stream_live)
         if options.durability is not None
-        else ModelTap(run_id=run_id, forward=model_event)
+        else ModelTap(run_id=run_id, hand_over=hand_over)
     )
     if options.deferred_tool_results is not None:  # decisions the caller brings (a protocol client's answers)
         for decided in tr.resolved(options.deferred_tool_results, root):

@@ -9,12 +9,13 @@ so order is the engine's order and nothing leaves the run's task tree.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Awaitable, Callable, Generator, Mapping
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from pydantic_ai import CapabilityEvent, CustomEvent, RunContext
 from pydantic_ai.capabilities import AbstractCapability
@@ -40,7 +41,16 @@ from pydantic_ai.tools import DeferredToolRequests, DeferredToolResults, ToolDef
 if TYPE_CHECKING:
     from .approvals import ApprovalBroker
 
-__all__ = ("ModelTap", "StreamTap", "SubRun", "ToolProgressEvent", "relay_subagent_events", "report_progress")
+__all__ = (
+    "ModelEvents",
+    "ModelEventsAborted",
+    "ModelTap",
+    "StreamTap",
+    "SubRun",
+    "ToolProgressEvent",
+    "relay_subagent_events",
+    "report_progress",
+)
 
 
 @dataclass(kw_only=True)
@@ -148,31 +158,127 @@ class StreamTap(AbstractCapability[Any]):
                 state.tool_times[key] = (start, time.perf_counter())
 
 
+class ModelEvents:
+    """A model response's event stream, handed from the run to the stream's consumer, who pulls it itself.
+
+    The run opens the model's stream and waits (`finished`) while the consumer pulls each event in its own
+    task (`await events`): no task switch per event, and the model is never ahead of the consumer. Each
+    pull runs in the run's context (a copy taken when the stream opened), as the model's code would in the
+    run's task.
+    When the run is cancelled mid-response (a timeout, a cancellation token, the consumer leaving), `abort`
+    ends a pull in flight the way cancelling a task does, without cancelling the consumer, and the run
+    closes the stream only once no pull is left in it.
+    """
+
+    __slots__ = ("_context", "_done", "_iterator", "_released", "_waiting_on", "aborted", "pulling")
+
+    def __init__(self, response: StreamedResponse) -> None:
+        self._iterator = aiter(response)
+        self._context = contextvars.copy_context()
+        self._done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting_on: Any = None
+        self._released: asyncio.Future[None] | None = None
+        self.aborted = False
+        self.pulling = False
+
+    def __await__(self) -> Generator[Any, Any, ModelResponseStreamEvent]:
+        """`await events` pulls the next event: `StopAsyncIteration` at the end, `ModelEventsAborted` after `abort`."""
+        # Drives the pull's coroutine the way a task does (send, or throw what woke it), in the run's context.
+        if self.aborted:
+            raise ModelEventsAborted
+        coroutine: Generator[Any, Any, ModelResponseStreamEvent] = self._iterator.__anext__().__await__()
+        run = self._context.run
+        value: Any = None
+        error: BaseException | None = None
+        self.pulling = True
+        try:
+            while True:
+                if self.aborted and error is None:
+                    error = asyncio.CancelledError()
+                try:
+                    waiting_on = run(coroutine.send, value) if error is None else run(coroutine.throw, error)
+                except StopIteration as stop:
+                    return cast(ModelResponseStreamEvent, stop.value)
+                except asyncio.CancelledError:
+                    task = asyncio.current_task()
+                    if self.aborted and (task is None or not task.cancelling()):
+                        raise ModelEventsAborted from None
+                    raise
+                value, error = None, None
+                self._waiting_on = waiting_on
+                try:
+                    value = yield waiting_on
+                except BaseException as exc:  # what woke the task: thrown into the pull, as a task would
+                    error = exc
+                finally:
+                    self._waiting_on = None
+        finally:
+            self.pulling = False
+            released = self._released
+            if released is not None and not released.done():
+                released.set_result(None)
+
+    def finish(self, error: BaseException | None = None) -> None:
+        """The consumer reached the end of the response (or `error` ended it): the run goes on."""
+        if not self._done.done():
+            if error is None:
+                self._done.set_result(None)
+            else:
+                self._done.set_exception(error)
+
+    async def finished(self) -> None:
+        """Wait for the consumer to pull the whole response; raises what ended it early."""
+        await self._done
+
+    async def abort(self) -> None:
+        """The run stops: end a pull in flight and wait until it has left the stream; no pull starts after."""
+        self.aborted = True
+        if not self.pulling:
+            return
+        released = self._released = asyncio.get_running_loop().create_future()
+        waiting_on = self._waiting_on
+        if isinstance(waiting_on, asyncio.Future) and not waiting_on.done():
+            waiting_on.cancel()  # what `Task.cancel` does to the future a task waits on
+        cancelled = False
+        while not released.done():  # the stream must not be closed under a pull still in it
+            try:
+                await asyncio.shield(released)
+            except asyncio.CancelledError:
+                cancelled = True
+        if cancelled:
+            raise asyncio.CancelledError
+
+
+class ModelEventsAborted(Exception):
+    """The run stopped while the consumer was pulling its model's events: the consumer stops pulling them."""
+
+
 @dataclass(kw_only=True)
 class ModelTap(AbstractCapability[Any]):
-    """Hands a run's model events to `forward` as the model streams them, straight from the model's stream.
+    """Hands a run's model responses to `hand_over` as `ModelEvents`, which the stream's consumer pulls.
 
     The run's own event stream then gets the finished response only (Pydantic AI's
-    `CompletedStreamedResponse`), so each delta skips the engine's per-event plumbing. Only the run
-    `run_id` is tapped: a delegated run's events travel the usual way (see `relay_subagent_events`).
+    `CompletedStreamedResponse`), so each delta skips the engine's per-event plumbing and the switch between
+    the run's task and the consumer's. Only the run `run_id` is tapped: a delegated run's events travel the
+    usual way (see `relay_subagent_events`).
     """
 
     run_id: str
-    forward: Callable[[AgentStreamEvent], Awaitable[None]]
+    hand_over: Callable[[ModelEvents], Awaitable[None]]
     id: str | None = "pydantic_deep_model_tap"
 
     async def wrap_model_request(
         self, ctx: RunContext[Any], *, request_context: ModelRequestContext, handler: WrapModelRequestHandler
     ) -> ModelResponse:
         if ctx.run_id == self.run_id:
-            request_context.model = _TappedModel(request_context.model, self.forward)
+            request_context.model = _TappedModel(request_context.model, self.hand_over)
         return await handler(request_context)
 
 
 class _TappedModel(WrapperModel):
-    def __init__(self, wrapped: Model, on_event: Callable[[AgentStreamEvent], Awaitable[None]]) -> None:
+    def __init__(self, wrapped: Model, hand_over: Callable[[ModelEvents], Awaitable[None]]) -> None:
         super().__init__(wrapped)
-        self._on_event = on_event
+        self._hand_over = hand_over
 
     @asynccontextmanager
     async def request_stream(
@@ -182,28 +288,19 @@ class _TappedModel(WrapperModel):
         model_request_parameters: ModelRequestParameters,
         run_context: RunContext[Any] | None = None,
     ) -> AsyncGenerator[StreamedResponse]:
-        on_event = self._on_event
-        streamed: StreamedResponse | None = None
-
-        async def consume() -> None:
-            nonlocal streamed
-            async with self.wrapped.request_stream(
-                messages, model_settings, model_request_parameters, run_context
-            ) as streamed:
-                async for event in streamed:
-                    await on_event(event)
-
-        # In a task of its own: each event's handoff to the consumer suspends and resumes only this short
-        # stack, not the engine's tall one the request is made from (a measurable cost per event).
-        # (Cancelling the request cancels the task and waits for it.)
         error: Exception | None = None
-        try:
-            await asyncio.create_task(consume())
-        except Exception as exc:
-            if streamed is None:  # no stream at all: nothing arrived to keep
+        async with self.wrapped.request_stream(
+            messages, model_settings, model_request_parameters, run_context
+        ) as streamed:
+            events = ModelEvents(streamed)
+            try:
+                await self._hand_over(events)
+                await events.finished()
+            except asyncio.CancelledError:
+                await events.abort()
                 raise
-            error = exc
-        assert streamed is not None
+            except Exception as exc:  # the stream failed part way: what arrived is kept (below)
+                error = exc
         # Read after the stream closed, for what closing it filled in (usage, the finish reason). A stream
         # that failed part way fails the run's own stream the same way, after what arrived, which the run
         # keeps (its partial response and usage) as it would have.
