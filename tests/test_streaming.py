@@ -754,3 +754,33 @@ async def test_leaving_mid_answer_closes_the_model_stream() -> None:
                 break
     assert model.closed in ("cancelled", "closed")
     assert other_tasks() == set()
+
+
+async def test_the_run_timeout_alone_ends_a_model_that_stops_mid_answer() -> None:
+    from pydantic_deep.streaming import RunTimeoutError
+
+    model = MidAnswer()
+    events: list[StreamEvent] = []
+    async with asyncio.timeout(30):  # the limit used to be read as a delay from the loop's clock (hours)
+        with pytest.raises(RunTimeoutError, match=r"run timeout of 0\.2 s"):
+            async for event in run_stream(model.agent(), "go", run_timeout=0.2):
+                events.append(event)
+    assert [e.event_type.value for e in events] == ["agent_start", "llm_chunk", "llm_chunk", "error", "agent_end"]
+    assert model.closed == "cancelled"
+    assert other_tasks() == set()
+
+
+async def test_the_idle_timeout_ends_a_model_that_never_starts_answering() -> None:
+    from pydantic_deep.streaming import IdleTimeoutError
+
+    async def silent(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str]:
+        await asyncio.Event().wait()
+        yield "never"
+
+    events: list[StreamEvent] = []
+    async with asyncio.timeout(30):
+        with pytest.raises(IdleTimeoutError):
+            async for event in run_stream(Agent(FunctionModel(stream_function=silent)), "go", idle_timeout=0.2):
+                events.append(event)
+    assert [e.event_type.value for e in events] == ["agent_start", "error", "agent_end"]
+    assert other_tasks() == set()

@@ -93,7 +93,7 @@ class _Deadlines:
         loop = asyncio.get_running_loop()
         self._loop = loop
         self._run_deadline = None if run_timeout is None else loop.time() + run_timeout
-        self._timeout = asyncio.timeout(self._next())
+        self._timeout = asyncio.timeout_at(self._next())  # `_next` is a loop time, not a delay
 
     def _next(self) -> float | None:
         idle = None if self.idle_timeout is None else self._loop.time() + self.idle_timeout
