@@ -784,3 +784,22 @@ async def test_the_idle_timeout_ends_a_model_that_never_starts_answering() -> No
                 events.append(event)
     assert [e.event_type.value for e in events] == ["agent_start", "error", "agent_end"]
     assert other_tasks() == set()
+
+
+async def test_a_limit_that_fires_while_the_model_streams_without_pause_ends_the_run_cleanly() -> None:
+    from pydantic_deep.streaming import RunTimeoutError
+
+    async def endless(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str]:
+        while True:
+            yield "x"
+            await asyncio.sleep(0)  # the consumer takes the next event before the run hears its limit fired
+
+    agent = Agent(FunctionModel(stream_function=endless))
+    for attempt in range(12):  # limits a little apart: the limit fires at each point of the consumer's pull
+        events: list[StreamEvent] = []
+        with pytest.raises(RunTimeoutError):
+            async for event in run_stream(agent, "go", run_timeout=0.05 + attempt * 0.0013, idle_timeout=5):
+                events.append(event)
+        assert [e.event_type.value for e in events[-2:]] == ["error", "agent_end"]
+        assert events[-1].data["status"] == "failed"
+    assert other_tasks() == set()

@@ -102,7 +102,8 @@ class _Deadlines:
         return min(idle, self._run_deadline)
 
     def touch(self) -> None:
-        if self.idle_timeout is not None and not self._held:
+        # Also called from the consumer's task (the model's events): a limit that has fired stays fired.
+        if self.idle_timeout is not None and not self._held and not self._timeout.expired():
             self._timeout.reschedule(self._next())
 
     _held = False
@@ -110,7 +111,7 @@ class _Deadlines:
     def hold(self, waiting: bool) -> None:
         """While a call waits for a person's decision the run is not idle: only the run's own limit counts."""
         self._held = waiting
-        if self.idle_timeout is not None:
+        if self.idle_timeout is not None and not self._timeout.expired():
             self._timeout.reschedule(self._run_deadline if waiting else self._next())
 
     async def __aenter__(self) -> _Deadlines:
@@ -258,14 +259,13 @@ async def stream_run(
                 events, translate = item.events, item.translate
                 while True:
                     try:
-                        event = await events
+                        translated = translate(await events)
                     except (StopAsyncIteration, ModelEventsAborted):
                         events.finish()
                         break
-                    except Exception as exc:  # the run's model failed: the run reports it, in order
+                    except Exception as exc:  # the model's stream failed: the run fails with it, in order
                         events.finish(exc)
                         break
-                    translated = translate(event)
                     if translated is not None:
                         yield translated
                 continue
