@@ -48,7 +48,6 @@ from .capability import (
     CURRENT_STREAM,
     ModelEvents,
     ModelEventsAborted,
-    ModelTap,
     StreamState,
     StreamTap,
     SubagentStreamEvent,
@@ -339,11 +338,10 @@ async def _drive(
 
     # The model's events go to the stream straight from the model's own stream (inside the durable step
     # when the run is durable): the engine's event plumbing then carries only the finished response.
-    tap = (
-        options.durability(stream_live)
-        if options.durability is not None
-        else ModelTap(run_id=run_id, hand_over=hand_over)
-    )
+    if options.durability is None:
+        stream_tap, durable = StreamTap(run_id=run_id, hand_over=hand_over), ()
+    else:
+        stream_tap, durable = StreamTap(), (options.durability(stream_live),)
     if options.deferred_tool_results is not None:  # decisions the caller brings (a protocol client's answers)
         for decided in tr.resolved(options.deferred_tool_results, root):
             await put(decided)
@@ -359,11 +357,11 @@ async def _drive(
                 cancellation_token=options.cancellation_token,
                 run_id=run_id,
                 capabilities=[
-                    StreamTap(),
+                    stream_tap,
                     *([require_approval(policy)] if policy is not None else ()),
                     *(options.budget.capabilities() if options.budget is not None else ()),
                     *options.capabilities,
-                    tap,
+                    *durable,
                 ],
                 toolsets=options.toolsets or None,
                 # `None` is the agent's own output type (iter's default), which its overloads spell apart.

@@ -44,7 +44,6 @@ if TYPE_CHECKING:
 __all__ = (
     "ModelEvents",
     "ModelEventsAborted",
-    "ModelTap",
     "StreamTap",
     "SubRun",
     "ToolProgressEvent",
@@ -119,9 +118,26 @@ _RUNNING_TOOL: ContextVar[tuple[RunContext[Any], str | None] | None] = ContextVa
 @dataclass
 class StreamTap(AbstractCapability[Any]):
     """Times tool calls, marks the running call for sub-agent relaying, and has the calls that wait for
-    approval decided in the stream; a no-op outside a stream."""
+    approval decided in the stream; a no-op outside a stream.
+
+    With `hand_over`, it also hands the model responses of the run `run_id` to the stream's consumer as
+    `ModelEvents`, which the consumer pulls itself. The run's own event stream then gets the finished
+    response only (Pydantic AI's `CompletedStreamedResponse`), so each delta skips the engine's per-event
+    plumbing and the switch between the run's task and the consumer's. A delegated run's model is not
+    tapped: its events travel the usual way (see `relay_subagent_events`). One capability does both
+    jobs because each capability a run has costs every hook of the run a layer.
+    """
 
     id: str | None = "pydantic_deep_stream_tap"
+    run_id: str | None = None
+    hand_over: Callable[[ModelEvents], Awaitable[None]] | None = field(default=None, repr=False, compare=False)
+
+    async def wrap_model_request(
+        self, ctx: RunContext[Any], *, request_context: ModelRequestContext, handler: WrapModelRequestHandler
+    ) -> ModelResponse:
+        if self.hand_over is not None and ctx.run_id == self.run_id:
+            request_context.model = _TappedModel(request_context.model, self.hand_over)
+        return await handler(request_context)
 
     async def handle_deferred_tool_calls(
         self, ctx: RunContext[Any], *, requests: DeferredToolRequests
@@ -251,28 +267,6 @@ class ModelEvents:
 
 class ModelEventsAborted(Exception):
     """The run stopped while the consumer was pulling its model's events: the consumer stops pulling them."""
-
-
-@dataclass(kw_only=True)
-class ModelTap(AbstractCapability[Any]):
-    """Hands a run's model responses to `hand_over` as `ModelEvents`, which the stream's consumer pulls.
-
-    The run's own event stream then gets the finished response only (Pydantic AI's
-    `CompletedStreamedResponse`), so each delta skips the engine's per-event plumbing and the switch between
-    the run's task and the consumer's. Only the run `run_id` is tapped: a delegated run's events travel the
-    usual way (see `relay_subagent_events`).
-    """
-
-    run_id: str
-    hand_over: Callable[[ModelEvents], Awaitable[None]]
-    id: str | None = "pydantic_deep_model_tap"
-
-    async def wrap_model_request(
-        self, ctx: RunContext[Any], *, request_context: ModelRequestContext, handler: WrapModelRequestHandler
-    ) -> ModelResponse:
-        if ctx.run_id == self.run_id:
-            request_context.model = _TappedModel(request_context.model, self.hand_over)
-        return await handler(request_context)
 
 
 class _TappedModel(WrapperModel):
