@@ -8,7 +8,10 @@ and answers its run id (`POST /reset` drops every log); readers follow it at the
 `GET /runs/{run_id}/events`. The producer costs the same with readers or without, so their
 difference is what readers cost. `GET /frames/{run_id}`
 is the floor: a bare Starlette streaming response that sends a finished run's SSE frames, encoded
-beforehand, in chunks of 256. `GET /cpu` answers this process's CPU seconds so far.
+beforehand, in chunks of 256. `GET /cpu` answers this process's CPU seconds so far, and the CPU seconds
+and steps of every callback the event loop ran so far, by the coroutine of the task each stepped
+(`(callback)` for a bare callback: timers, transports), so the readers' own cost can be read apart from the
+producers' in the same phase.
 """
 
 from __future__ import annotations
@@ -29,8 +32,29 @@ from pydantic_deep.server import create_app
 from pydantic_deep.server._sse import event_frame
 from pydantic_deep.streaming import agent_end_event, llm_chunk_event
 
+SPENT: dict[str, float] = {}
+STEPS: dict[str, int] = {}
+
+
+def attribute_cpu() -> None:
+    """Time each callback the loop runs (CPU time of this thread) and charge it to the coroutine it steps."""
+    run_handle = asyncio.events.Handle._run  # pyright: ignore[reportPrivateUsage]
+    clock = time.thread_time
+
+    def run(handle: asyncio.events.Handle) -> None:
+        start = clock()
+        run_handle(handle)
+        spent = clock() - start
+        task = getattr(handle._callback, "__self__", None)  # pyright: ignore[reportPrivateUsage, reportAttributeAccessIssue]
+        name = task.get_coro().__qualname__ if isinstance(task, asyncio.Task) else "(callback)"  # pyright: ignore[reportUnknownMemberType]
+        SPENT[name] = SPENT.get(name, 0.0) + spent
+        STEPS[name] = STEPS.get(name, 0) + 1
+
+    asyncio.events.Handle._run = run  # type: ignore[method-assign]  # pyright: ignore[reportPrivateUsage]
+
 
 def main(port: int, chunks: int, flush_interval: float) -> None:
+    attribute_cpu()
     app = create_app(Agent(TestModel()), max_concurrent_runs=1000, deps=lambda: None, flush_interval=flush_interval)
     frames: dict[str, list[bytes]] = {}
 
@@ -86,7 +110,7 @@ def main(port: int, chunks: int, flush_interval: float) -> None:
 
     @app.get("/cpu")
     async def cpu() -> JSONResponse:  # pyright: ignore[reportUnusedFunction]
-        return JSONResponse({"cpu": time.process_time()})
+        return JSONResponse({"cpu": time.process_time(), "spent": SPENT, "steps": STEPS})
 
     # Keep idle connections as long as a round lasts: with uvicorn's 5 s default, the client could reuse a
     # pooled connection at the moment the server closes it (the keep-alive race), and a round would fail.
