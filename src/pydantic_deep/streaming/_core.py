@@ -27,6 +27,7 @@ from pydantic_ai.messages import (
     AgentStreamEvent,
     FinalResultEvent,
     ModelMessage,
+    ModelResponseStreamEvent,
     PartDeltaEvent,
     PartEndEvent,
     PartStartEvent,
@@ -323,18 +324,23 @@ async def _drive(
             deadlines.touch()
         return tr.translate(event, root)
 
-    async def model_event(event: AgentStreamEvent) -> None:
-        translated = translate_model_event(event)
-        if translated is not None:
-            await put(translated)
+    def translate_live(event: AgentStreamEvent) -> AnyStreamEvent | None:
+        # The rest (tool calls and results the durable engine hands its handler too) comes through the
+        # node streams below.
+        return translate_model_event(event) if isinstance(event, _MODEL_EVENTS) else None
 
     async def hand_over(events: ModelEvents) -> None:
         await handoff.put(_ModelResponse(events, translate_model_event))
 
     async def stream_live(_: Any, events: AsyncIterable[AgentStreamEvent]) -> None:
-        async for event in events:
-            if isinstance(event, _MODEL_EVENTS):  # the rest comes through the node streams below
-                await model_event(event)
+        """The durable step's handler: the consumer pulls the model's events, as from a plain run's model."""
+        pulled = ModelEvents(cast(AsyncIterable[ModelResponseStreamEvent], events))
+        try:
+            await handoff.put(_ModelResponse(pulled, translate_live))
+            await pulled.finished()
+        except asyncio.CancelledError:
+            await pulled.abort()
+            raise
 
     # The model's events go to the stream straight from the model's own stream (inside the durable step
     # when the run is durable): the engine's event plumbing then carries only the finished response.

@@ -188,7 +188,7 @@ class ModelEvents:
 
     __slots__ = ("_context", "_done", "_iterator", "_released", "_waiting_on", "aborted", "pulling")
 
-    def __init__(self, response: StreamedResponse) -> None:
+    def __init__(self, response: AsyncIterable[ModelResponseStreamEvent]) -> None:
         self._iterator = aiter(response)
         self._context = contextvars.copy_context()
         self._done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
