@@ -405,3 +405,56 @@ async def test_a_durable_run_cancelled_while_it_runs_ends_cancelled_and_is_not_r
         assert await queue_state(database, run_id) == "succeeded"  # its task is over: no process claims it again
         assert "handed over" not in owner.output()
         assert [label for label, _, _ in the_fleet.effects()] == [prompt]
+
+
+async def test_a_durable_run_cancelled_mid_answer_ends_cancelled_with_what_streamed_and_is_not_run_again(
+    database: str, tmp_path: Path
+) -> None:
+    # The model waits mid-answer inside its durable step while the stream's consumer pulls its events: the
+    # cancel ends that pull (the model's stream is closed) and the run, which nobody takes over afterwards.
+    with durable_fleet(database, tmp_path) as the_fleet:
+        a, b = the_fleet.start(count=2)
+        prompt = "mid-answer five"
+        async with httpx.AsyncClient(timeout=60) as http:
+            run_id = (await http.post(f"{a.url}/runs", json={"prompt": prompt})).json()["run_id"]
+            owner = the_fleet.by_pid(await the_fleet.reached(f"{prompt}-answer"))
+            other = b if owner is a else a
+            follower = Follower(other.url, run_id)
+            await follower.until(http, "llm_chunk")
+            cancelled = await http.post(f"{other.url}/runs/{run_id}/cancel")
+            assert cancelled.status_code == 202
+            events = await follower.to_end(http)
+            assert [e["seq"] for e in events] == list(range(len(events)))
+            assert [e["event_type"] for e in events[-3:]] == ["llm_chunk", "llm_chunk", "agent_end"]
+            assert events[-1]["data"]["status"] == "cancelled"
+            text = "".join(e["data"]["text"] for e in events if e["event_type"] == "llm_chunk")
+            assert text == "Part one, still part one. "
+            assert (await http.get(f"{owner.url}/runs/{run_id}")).json()["status"] == "cancelled"
+            owner.signal(signal.SIGTERM)
+            assert the_fleet.stopped(owner) == 0, the_fleet.outputs()
+            the_fleet.open(f"{prompt}-answer")
+            assert (await http.get(f"{other.url}/runs/{run_id}")).json()["status"] == "cancelled"
+        assert await queue_state(database, run_id) == "succeeded"
+        assert [label for label, _, _ in the_fleet.effects()] == [prompt]
+
+
+async def test_a_durable_run_whose_model_goes_quiet_mid_answer_fails_on_the_idle_timeout(
+    database: str, tmp_path: Path
+) -> None:
+    # Only the run is stopped (not the stream's consumer, which is pulling the model's events inside the
+    # durable step): the pull in flight must end with it, or the run's end would never reach the log.
+    with durable_fleet(database, tmp_path) as the_fleet:
+        (server,) = the_fleet.start("--idle-timeout", "5")
+        prompt = "mid-answer six"
+        async with httpx.AsyncClient(timeout=60) as http:
+            run_id = (await http.post(f"{server.url}/runs", json={"prompt": prompt})).json()["run_id"]
+            await the_fleet.reached(f"{prompt}-answer")
+            events = await Follower(server.url, run_id).to_end(http)
+            assert [e["seq"] for e in events] == list(range(len(events)))
+            assert [e["event_type"] for e in events[-4:]] == ["llm_chunk", "llm_chunk", "error", "agent_end"]
+            assert events[-2]["data"]["exception_type"] == "IdleTimeoutError"
+            assert events[-1]["data"]["status"] == "failed"
+            text = "".join(e["data"]["text"] for e in events if e["event_type"] == "llm_chunk")
+            assert text == "Part one, still part one. "
+            assert (await http.get(f"{server.url}/runs/{run_id}")).json()["status"] == "failed"
+            the_fleet.open(f"{prompt}-answer")
