@@ -8,10 +8,10 @@ and answers its run id (`POST /reset` drops every log); readers follow it at the
 `GET /runs/{run_id}/events`. The producer costs the same with readers or without, so their
 difference is what readers cost. `GET /frames/{run_id}`
 is the floor: a bare Starlette streaming response that sends a finished run's SSE frames, encoded
-beforehand, in chunks of 256. `GET /cpu` answers this process's CPU seconds so far, and the CPU seconds
-and steps of every callback the event loop ran so far, by the coroutine of the task each stepped
-(`(callback)` for a bare callback: timers, transports), so the readers' own cost can be read apart from the
-producers' in the same phase.
+beforehand, in chunks of 256 events (`?chunk=N`: of N; `&pace=S`: S seconds apart). `GET /cpu` answers
+this process's CPU seconds so far, and the CPU seconds and steps of every callback the event loop ran so
+far, by the coroutine of the task each stepped (`(callback)` for a bare callback: timers, transports), so
+the readers' own cost can be read apart from the producers' in the same phase.
 """
 
 from __future__ import annotations
@@ -56,18 +56,20 @@ def attribute_cpu() -> None:
 def main(port: int, chunks: int, flush_interval: float) -> None:
     attribute_cpu()
     app = create_app(Agent(TestModel()), max_concurrent_runs=1000, deps=lambda: None, flush_interval=flush_interval)
-    frames: dict[str, list[bytes]] = {}
+    frames: dict[tuple[str, int], list[bytes]] = {}
 
     @app.get("/frames/{run_id}")
-    async def bare(run_id: str) -> StreamingResponse:  # pyright: ignore[reportUnusedFunction]
-        if run_id not in frames:
+    async def bare(run_id: str, chunk: int = 256, pace: float = 0.0) -> StreamingResponse:  # pyright: ignore[reportUnusedFunction]
+        if (run_id, chunk) not in frames:
             batch = await app.state.deep.bus.read(run_id, -1, limit=1_000_000)
             encoded = [event_frame(event, line) for event, line in zip(batch.events, batch.json_lines(), strict=True)]
-            frames[run_id] = [b"".join(encoded[i : i + 256]) for i in range(0, len(encoded), 256)]
+            frames[run_id, chunk] = [b"".join(encoded[i : i + chunk]) for i in range(0, len(encoded), chunk)]
 
         async def body() -> AsyncIterator[bytes]:
-            for chunk in frames[run_id]:
-                yield chunk
+            for part in frames[run_id, chunk]:
+                yield part
+                if pace:
+                    await asyncio.sleep(pace)
 
         return StreamingResponse(body(), media_type="text/event-stream")
 

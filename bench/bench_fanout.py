@@ -8,7 +8,9 @@
    - live: readers connected while the logs are written (the writers' own CPU, measured without
      readers in the same run, is subtracted);
    - replay: the same readers on the finished logs;
-   - bare: a minimal Starlette endpoint streaming the same frames, encoded beforehand, in chunks of 256.
+   - bare: a minimal Starlette endpoint streaming the same frames, encoded beforehand, in chunks of 256,
+     and again in chunks as large as the live readers' writes were, one per flush interval (what those
+     writes cost at that pace with nothing of ours in the way).
    Each is measured two ways: the whole process's CPU (for live, minus the writers' own, which is a
    difference of two large numbers), and by task: the CPU of every callback the server's loop ran in the
    phase but the producers' steps (timed in the server, no subtraction). Also printed: how many events a
@@ -146,7 +148,7 @@ async def runs_alone(http: httpx.AsyncClient, url: str, runs: int) -> float:
     return await cpu(http, url) - before
 
 
-async def one_round(http: httpx.AsyncClient, url: str, runs: int) -> dict[str, float]:
+async def one_round(http: httpx.AsyncClient, url: str, runs: int, flush_interval: float) -> dict[str, float]:
     """µs per delivered event, two ways.
 
     Whole process: the server's CPU in each phase; for live, minus what the runs cost alone (measured before
@@ -172,6 +174,15 @@ async def one_round(http: httpx.AsyncClient, url: str, runs: int) -> dict[str, f
     bare_delivered = sum(await asyncio.gather(*(read_all(http, f"{url}/frames/{r}") for r in run_ids)))
     bare = (await snapshot(http, url)).since(before)
 
+    # The bare endpoint again, in writes of as many events as the live readers' writes held, as far apart as
+    # the flush interval: what the same writes at the same pace cost with nothing of ours in the way.
+    per_write = max(round(delivered / max(live.steps.get(WRITER, 0), 1)), 1)
+    same = [f"{url}/frames/{r}?chunk={per_write}&pace={flush_interval}" for r in run_ids]
+    await asyncio.gather(*(read_all(http, u) for u in same))  # encodes the frames once
+    before = await snapshot(http, url)
+    same_delivered = sum(await asyncio.gather(*(read_all(http, u) for u in same)))
+    bare_same = (await snapshot(http, url)).since(before)
+
     alone = (alone + await runs_alone(http, url, runs)) / 2
     return {
         "live": (live.cpu - alone) / delivered * 1e6,
@@ -180,6 +191,7 @@ async def one_round(http: httpx.AsyncClient, url: str, runs: int) -> dict[str, f
         "live, by task": live.readers() / delivered * 1e6,
         "replay, by task": replay.readers() / replayed * 1e6,
         "bare, by task": bare.readers() / bare_delivered * 1e6,
+        "bare, live's writes, by task": bare_same.readers() / same_delivered * 1e6,
         "events per live wake-up": delivered / max(live.steps.get(WRITER, 0), 1),
     }
 
@@ -202,7 +214,7 @@ async def server(runs: int, chunks: int, flush_interval: float) -> None:
                     break
                 except httpx.TransportError:
                     await asyncio.sleep(0.05)
-            rounds = [await one_round(http, url, runs) for _ in range(ROUNDS)]
+            rounds = [await one_round(http, url, runs, flush_interval) for _ in range(ROUNDS)]
     finally:
         proc.terminate()
         proc.wait()
@@ -222,6 +234,8 @@ async def server(runs: int, chunks: int, flush_interval: float) -> None:
     for other, target in (("replay", 1.5), ("bare", 2)):
         whole, by_task = ratio("live", other), ratio("live, by task", f"{other}, by task")
         print(f"ratio live/{other}: {whole:.2f} whole process, {by_task:.2f} by task  (target <= {target:g})")
+    same = ratio("live, by task", "bare, live's writes, by task")
+    print(f"ratio live/bare in the same writes at the same pace: {same:.2f} by task  (ours beyond the writes)")
 
 
 async def main(args: argparse.Namespace) -> None:
